@@ -1,0 +1,107 @@
+"""The datasets lmgym knows by name: where their files live and how big the splits are.
+
+The layout is the one ``$LMGYM_DATA_DIR`` is expected to follow: one folder per dataset,
+named as in :data:`DATASETS`. The package ships small *sample* copies of each layout
+(written by the lmgym authors, a few dozen examples each) under ``lmgym/data/samples``;
+pass ``data_dir="sample"`` to use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset.
+
+    :param name: folder name under the data directory.
+    :param title: human readable name with citation.
+    :param task: task family (``"ner"``, ``"classification"``, ``"translation"``, ``"qa"``).
+    :param files: split -> candidate file names inside the folder, first found wins.
+        Names may contain ``{src}``/``{tgt}`` placeholders (translation language codes).
+    :param sizes: split -> number of examples in the full release (for ``lmgym list``).
+    :param hub: ``(path, config)`` for ``datasets.load_dataset`` as a last-resort source.
+    """
+
+    name: str
+    title: str
+    task: str
+    files: dict[str, tuple[str, ...]]
+    sizes: dict[str, int] = field(default_factory=dict)
+    hub: tuple[str, str | None] | None = None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            name="conll2003",
+            title="CoNLL-2003 English NER (Tjong Kim Sang & De Meulder, 2003)",
+            task="ner",
+            files={
+                "train": ("train.txt", "eng.train"),
+                "validation": ("valid.txt", "dev.txt", "eng.testa"),
+                "test": ("test.txt", "eng.testb"),
+            },
+            sizes={"train": 14041, "validation": 3250, "test": 3453},
+            hub=("conll2003", None),
+        ),
+        DatasetInfo(
+            name="sst2",
+            title="SST-2 binary sentiment (Socher et al., 2013; GLUE)",
+            task="classification",
+            # GLUE's SST-2 test labels are hidden: the dev set is the held-out test split.
+            files={
+                "train": ("train.tsv",),
+                "validation": ("dev.tsv",),
+                "test": ("dev.tsv",),
+            },
+            sizes={"train": 67349, "validation": 872, "test": 872},
+            hub=("glue", "sst2"),
+        ),
+        DatasetInfo(
+            name="trec",
+            title="TREC question classification, 6 coarse classes (Li & Roth, 2002)",
+            task="classification",
+            # TREC has no official validation split: the test file serves both.
+            files={
+                "train": ("train_5500.label",),
+                "validation": ("TREC_10.label",),
+                "test": ("TREC_10.label",),
+            },
+            sizes={"train": 5452, "validation": 500, "test": 500},
+            hub=("trec", None),
+        ),
+        DatasetInfo(
+            name="multi30k",
+            title="Multi30k task 1 English-German (Elliott et al., 2016)",
+            task="translation",
+            files={
+                "train": ("train.{src}.gz", "train.{src}"),
+                "validation": ("val.{src}.gz", "val.{src}"),
+                "test": ("test_2016_flickr.{src}.gz", "test_2016_flickr.{src}"),
+            },
+            sizes={"train": 29000, "validation": 1014, "test": 1000},
+            hub=("bentrevett/multi30k", None),
+        ),
+        DatasetInfo(
+            name="squad",
+            title="SQuAD v1.1 extractive QA (Rajpurkar et al., 2016)",
+            task="qa",
+            # Offline copies hold only the official dev file, split by article into
+            # train.json/validation.json; validation.json then doubles as the test split
+            # (dev-v1.1.json would overlap train.json). With the official release
+            # (train-v1.1.json + dev-v1.1.json) the dev file is validation and test.
+            files={
+                "train": ("train.json", "train-v1.1.json"),
+                "validation": ("validation.json", "dev-v1.1.json"),
+                "test": ("validation.json", "dev-v1.1.json"),
+            },
+            sizes={"train": 8582, "validation": 1988, "test": 1988},
+            hub=("squad", None),
+        ),
+    )
+}

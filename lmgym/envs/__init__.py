@@ -1,0 +1,43 @@
+"""Every lmgym registration, in one place, grouped by family.
+
+String entry points only: nothing below imports an env module (or its data) until
+``gym.make`` asks for it. Bump ``-vN`` and add a Version History line to the env's
+docstring whenever its reward, tokenisation or data split changes.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+NAMESPACE = "lmgym"
+
+
+def _register(name: str, module: str, env_class: str, **kwargs) -> None:
+    env_id = f"{NAMESPACE}/{name}"
+    if env_id in gym.registry:
+        return
+    gym.register(
+        id=env_id,
+        entry_point=f"lmgym.envs.{module}:{env_class}",
+        vector_entry_point=f"lmgym.envs.{module}:{env_class.replace('Env', 'VectorEnv')}",
+        **kwargs,
+    )
+
+
+def register_envs() -> None:
+    """Register every lmgym env (idempotent; called by ``import lmgym``)."""
+    # --- Sequence labelling ----------------------------------------------------------------
+    # Token reward: the optimum return is the sentence length (CoNLL-2003 mean ~14 words),
+    # so no fixed threshold; score with lmgym.evaluate (entity F1, optimum 1.0).
+    _register("NER-v0", "ner", "NEREnv", kwargs={"dataset": "conll2003"})
+
+    # --- Text classification (one step; optimum return 1.0) --------------------------------
+    # Threshold ~ a fine-tuned MiniLM-class model on the validation split.
+    _register("SST2-v0", "classification", "TextClassificationEnv", reward_threshold=0.90,
+              kwargs={"dataset": "sst2", "text_column": "sentence", "label_column": "label"})
+    _register("TREC-v0", "classification", "TextClassificationEnv", reward_threshold=0.95, kwargs={"dataset": "trec"})
+    # Bring your own TSV/CSV: data_files=, text_column=, label_column=.
+    _register("TextClassification-v0", "classification", "TextClassificationEnv")
+
+
+__all__ = ["NAMESPACE", "register_envs"]

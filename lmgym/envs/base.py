@@ -1,0 +1,343 @@
+"""Single and vector envs over a :class:`~lmgym.envs.core.TaskCore`.
+
+Family modules subclass these two and set ``core_class``; they add documentation, not
+logic. Everything Gymnasium asks of an env (seeding, action checks, autoreset, infos,
+rendering, pickling) lives here once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.error import ResetNeeded
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from lmgym.envs.core import TaskCore
+from lmgym.envs.sampling import ExampleSampler
+
+_CORES: dict[tuple, TaskCore] = {}
+_MAX_CACHED_CORES = 32
+
+
+def _hashable(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return all(_hashable(v) for v in value.values())
+    return value is None or isinstance(value, (str, int, float, bool, Path))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def make_core(core_class: type[TaskCore], kwargs: dict[str, Any]) -> TaskCore:
+    """Build a core, sharing it between envs of this process made with equal settings.
+
+    Cores are read-only after construction, so sharing is safe; envs made with objects
+    (a tokenizer instance, a callable) get a core of their own.
+    """
+    if not _hashable(kwargs):
+        return core_class(**kwargs)
+    key = (core_class, _freeze(kwargs))
+    core = _CORES.get(key)
+    if core is None:
+        core = core_class(**kwargs)
+        if len(_CORES) >= _MAX_CACHED_CORES:
+            _CORES.pop(next(iter(_CORES)))
+        _CORES[key] = core
+    return core
+
+
+def check_actions(actions: Any, n_actions: int, batch: int | None) -> np.ndarray:
+    """Validate and convert actions to ``int64`` (shape ``(batch,)``, or scalar when ``batch`` is None)."""
+    array = np.asarray(actions)
+    if array.dtype.kind not in "iub":
+        if array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0):
+            array = array.astype(np.int64)
+        else:
+            raise TypeError(f"actions must be integers, got dtype {array.dtype} ({actions!r:.80})")
+    expected = () if batch is None else (batch,)
+    if array.shape != expected and not (batch is None and array.shape == (1,)):
+        raise ValueError(f"expected an action of shape {expected}, got shape {array.shape}")
+    array = array.astype(np.int64).reshape(expected)
+    if np.any((array < 0) | (array >= n_actions)):
+        bad = array[(array < 0) | (array >= n_actions)].ravel()[0]
+        raise ValueError(f"action {int(bad)} out of range: the action space is Discrete({n_actions}), valid actions 0..{n_actions - 1}")
+    return array
+
+
+class LmgymEnv(gym.Env):
+    """A single lmgym env: a batch of one episode over the family's core."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    core_class: ClassVar[type[TaskCore]]
+
+    def __init__(self, render_mode: str | None = None, shuffle: bool = True, **kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
+        self._kwargs = dict(kwargs, shuffle=shuffle)
+        self.render_mode = render_mode
+        self.core = make_core(self.core_class, kwargs)
+        self.observation_space = self.core.single_observation_space
+        self.action_space = self.core.single_action_space
+        self.state = self.core.init_state(1)
+        self.sampler = ExampleSampler(self.core.n_examples, 1, shuffle)
+        self._needs_reset = True
+        self._all = np.zeros(1, dtype=np.int64)
+
+    # -- the shared API ---------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The :class:`tokenizers.Tokenizer` whose ids the observations hold."""
+        return self.core.tokenizer
+
+    def action_masks(self) -> np.ndarray:
+        """``bool[n_actions]``: valid actions now (read by sb3-contrib's MaskablePPO)."""
+        return self.core.action_masks(self.state)[0]
+
+    def expert_action(self) -> int:
+        """The gold action in the current state."""
+        self._check_started()
+        return int(self.core.expert_actions(self.state)[0])
+
+    def episode_record(self) -> dict[str, Any]:
+        """Predictions and references of the current (finished) episode, for corpus metrics."""
+        return self.core.episode_record(self.state, 0)
+
+    # -- Gymnasium API ----------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None or not self.sampler.rngs:
+            self.sampler.seed([self.np_random])
+        example = self.sampler.draw(self._all)
+        self.core.load_examples(self.state, self._all, example)
+        self._needs_reset = False
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), {"example_id": int(example[0])}
+
+    def step(self, action: Any):
+        self._check_started()
+        actions = check_actions(action, self.core.n_actions, None).reshape(1)
+        reward, terminated, truncated = self.core.step(self.state, actions)
+        info: dict[str, Any] = {}
+        if terminated[0] or truncated[0]:
+            self._needs_reset = True
+            metrics = self.core.episode_metrics(self.state, self._all)
+            info["episode_metrics"] = {k: float(v[0]) for k, v in metrics.items()}
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human' to gym.make")
+            return None
+        text = self.core.render_text(self.state, 0)
+        if self.render_mode == "ansi":
+            return text
+        print(text)
+        return None
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v[0]) for k, v in self.core.observe(self.state).items()}
+
+    def _check_started(self) -> None:
+        if self._needs_reset:
+            raise ResetNeeded("the episode is over (or never started): call env.reset() before env.step()")
+
+    # -- pickling: settings + episode state; the dataset reloads from the on-disk cache --
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "kwargs": self._kwargs,
+            "render_mode": self.render_mode,
+            "state": {k: v.copy() for k, v in self.state.items()},
+            "np_random": None if self._np_random is None else self._np_random.bit_generator.state,
+            "sampler": self.sampler.__getstate__(),
+            "needs_reset": self._needs_reset,
+        }
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        self.__init__(render_mode=saved["render_mode"], **saved["kwargs"])
+        self.state = saved["state"]
+        if saved["np_random"] is not None:
+            self._np_random, _ = seeding.np_random(0)
+            self._np_random.bit_generator.state = saved["np_random"]
+        self.sampler.__dict__.update(saved["sampler"])
+        if self.sampler.rngs and self._np_random is not None:
+            self.sampler.rngs = [self._np_random]
+        self._needs_reset = saved["needs_reset"]
+
+
+class LmgymVectorEnv(VectorEnv):
+    """``num_envs`` episodes advanced together by array operations over one core.
+
+    Slot ``i`` behaves exactly like a single env seeded with ``seed + i`` (checked by the
+    test-suite against :class:`gymnasium.vector.SyncVectorEnv`).
+
+    :param num_envs: number of parallel episodes.
+    :param autoreset_mode: ``"NextStep"`` (Gymnasium's default) or ``"SameStep"``
+        (``final_obs``/``final_info`` in ``info``).
+    :param copy: return copies of the observation buffers (set False to save a copy per step
+        when the caller does not keep observations across steps).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": ["ansi", "human"],
+        "render_fps": 4,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+    core_class: ClassVar[type[TaskCore]]
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
+        render_mode: str | None = None,
+        shuffle: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            raise ValueError("autoreset_mode DISABLED is not supported: use NextStep or SameStep")
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self._kwargs = dict(kwargs, shuffle=shuffle)
+        self.num_envs = num_envs
+        self.copy = copy
+        self.render_mode = render_mode
+        self.core = make_core(self.core_class, kwargs)
+        self.single_observation_space = self.core.single_observation_space
+        self.single_action_space = self.core.single_action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.state = self.core.init_state(num_envs)
+        self.sampler = ExampleSampler(self.core.n_examples, num_envs, shuffle)
+        self._all = np.arange(num_envs)
+        self._done = np.zeros(num_envs, dtype=bool)
+        self._started = False
+        self._rewards = np.zeros(num_envs, dtype=np.float64)
+
+    @property
+    def tokenizer(self):
+        return self.core.tokenizer
+
+    def action_masks(self) -> np.ndarray:
+        """``bool[num_envs, n_actions]``: valid actions of every slot."""
+        return self.core.action_masks(self.state)
+
+    def expert_actions(self) -> np.ndarray:
+        """Gold action of every slot (``int64[num_envs]``)."""
+        return self.core.expert_actions(self.state).astype(np.int64)
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        if isinstance(seed, int):
+            seeds: list[int | None] = [seed + i for i in range(self.num_envs)]
+        elif seed is None:
+            seeds = [None] * self.num_envs
+        else:
+            if len(seed) != self.num_envs:
+                raise ValueError(f"got {len(seed)} seeds for {self.num_envs} envs")
+            seeds = list(seed)
+        if seed is not None or not self._started:
+            self._np_random, _ = seeding.np_random(seeds[0])
+            self.sampler.seed([seeding.np_random(s)[0] for s in seeds])
+        examples = self.sampler.draw(self._all)
+        self.core.load_examples(self.state, self._all, examples)
+        self._done[:] = False
+        self._started = True
+        return self._observation(), {"example_id": examples.astype(np.int64), "_example_id": np.ones(self.num_envs, bool)}
+
+    def step(self, actions: Any):
+        if not self._started:
+            raise ResetNeeded("call reset() before step()")
+        actions = check_actions(actions, self.core.n_actions, self.num_envs)
+        infos: dict[str, Any] = {}
+        n = self.num_envs
+        rewards = self._rewards
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._done.any():
+            resetting = np.flatnonzero(self._done)
+            stepping = np.flatnonzero(~self._done)
+            self._restart(resetting, infos)
+            rewards[resetting] = 0.0
+            if len(stepping):
+                r, te, tr = self.core.step(self.state, actions[stepping], stepping)
+                rewards[stepping], terminated[stepping], truncated[stepping] = r, te, tr
+        else:
+            r, terminated, truncated = self.core.step(self.state, actions)
+            rewards[:] = r
+        done = terminated | truncated
+        if done.any():
+            finished = np.flatnonzero(done)
+            self._add_episode_metrics(infos, finished, "episode_metrics")
+            if self.autoreset_mode == AutoresetMode.SAME_STEP:
+                final = self.core.observe(self.state, finished)
+                final_obs = np.full(n, None, dtype=object)
+                for k, slot in enumerate(finished):
+                    final_obs[slot] = {key: np.array(v[k]) for key, v in final.items()}
+                infos["final_obs"] = final_obs
+                infos["_final_obs"] = done.copy()
+                infos["final_info"] = {"episode_metrics": infos.pop("episode_metrics"), "_episode_metrics": infos.pop("_episode_metrics")}
+                infos["_final_info"] = done.copy()
+                self._restart(finished, infos)
+        self._done = done
+        return self._observation(), rewards.copy(), terminated, truncated, infos
+
+    def _restart(self, slots: np.ndarray, infos: dict[str, Any]) -> None:
+        examples = self.sampler.draw(slots)
+        self.core.load_examples(self.state, slots, examples)
+        ids = infos.setdefault("example_id", np.zeros(self.num_envs, dtype=np.int64))
+        mask = infos.setdefault("_example_id", np.zeros(self.num_envs, dtype=bool))
+        ids[slots] = examples
+        mask[slots] = True
+
+    def _add_episode_metrics(self, infos: dict[str, Any], slots: np.ndarray, key: str) -> None:
+        metrics = self.core.episode_metrics(self.state, slots)
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[slots] = True
+        out: dict[str, np.ndarray] = {}
+        for name, values in metrics.items():
+            column = np.zeros(self.num_envs, dtype=np.float64)
+            column[slots] = values
+            out[name] = column
+            out[f"_{name}"] = mask
+        infos[key] = out
+        infos[f"_{key}"] = mask
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs = self.core.observe(self.state)
+        if self.copy:
+            return {k: np.array(v) for k, v in obs.items()}
+        return obs
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            return None
+        text = self.core.render_text(self.state, 0)
+        if self.render_mode == "ansi":
+            return text
+        print(text)
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("core",)}
+        state["state"] = {k: v.copy() for k, v in self.state.items()}
+        return state
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        self.__dict__.update(saved)
+        self.core = make_core(self.core_class, {k: v for k, v in self._kwargs.items() if k != "shuffle"})

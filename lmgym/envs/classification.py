@@ -1,0 +1,236 @@
+"""Text classification: read a text, choose its label (SST-2, TREC, any TSV/CSV)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from lmgym.data.cache import cached_arrays, fingerprint
+from lmgym.data.errors import DataFormatError, LmgymDataError
+from lmgym.data.loaders import LabelledText, read_table, read_trec
+from lmgym.data.sources import Source, dataset_source, file_source
+from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
+from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.core import State, TaskCore, int_box, sel
+from lmgym.metrics import accuracy
+
+#: Readable names of the catalogued datasets' labels.
+LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}}
+
+
+def _source(dataset: str | None, data_files: Any, split: str, data_dir: Any, columns: tuple[str, str], delimiter: str | None) -> Source:
+    if data_files is not None:
+        return file_source(data_files, split, lambda p: read_table(p, columns[0], columns[1], delimiter))
+    if dataset is None:
+        raise LmgymDataError(
+            "lmgym/TextClassification-v0 needs your data: pass data_files='train.tsv' or "
+            "{'train': ..., 'validation': ..., 'test': ...} plus text_column= and label_column="
+        )
+    if dataset == "trec":
+        return dataset_source("trec", split, data_dir, read_trec, hub_reader=_trec_from_hub)
+    return dataset_source(dataset, split, data_dir, lambda p: read_table(p, *columns, delimiter), hub_reader=_sst2_from_hub)
+
+
+def _sst2_from_hub(data: Any) -> list[LabelledText]:
+    return [LabelledText(r["sentence"], str(r["label"])) for r in data]
+
+
+def _trec_from_hub(data: Any) -> list[LabelledText]:
+    names = data.features["coarse_label"].names
+    return [LabelledText(r["text"], names[r["coarse_label"]]) for r in data]
+
+
+class ClassificationCore(TaskCore):
+    """Batched one-step classification. See :class:`TextClassificationEnv`."""
+
+    family = "classification"
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir: str | os.PathLike | None = None,
+        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        dataset: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        delimiter: str | None = None,
+        labels: tuple[str, ...] | None = None,
+        tokenizer: Any = None,
+        max_length: int = 64,
+        vocab_size: int = 8000,
+    ) -> None:
+        if max_length < 3:
+            raise ValueError("max_length must be >= 3")
+        self.split, self.max_length, self.dataset = split, max_length, dataset
+        columns = (text_column, label_column)
+        source = _source(dataset, data_files, split, data_dir, columns, delimiter)
+        train = source if split == "train" else _source(dataset, data_files, "train", data_dir, columns, delimiter)
+        self._source = source
+        self._examples: list[LabelledText] | None = None
+        self.labels = tuple(labels) if labels is not None else tuple(sorted({e.label for e in train.load()}))
+        if len(self.labels) < 2:
+            raise LmgymDataError(f"found {len(self.labels)} label(s) in the train split; classification needs at least 2")
+        self.label_names = tuple(LABEL_NAMES.get(dataset or "", {}).get(label, label) for label in self.labels)
+        self.tokenizer = resolve_tokenizer(
+            tokenizer, train_texts=lambda: (e.text for e in train.load()), source_digest=train.digest, vocab_size=vocab_size
+        )
+        self.token_info = TokenizerInfo.of(self.tokenizer)
+        key = fingerprint("cls", source.digest, self.token_info.digest, self.labels, max_length)
+        arrays, meta = cached_arrays("classification", key, self._build)
+        self.data = arrays
+        self.n_examples = int(meta["n_examples"])
+        self.n_truncated = int(meta["n_truncated"])
+        self.label_counts = np.bincount(arrays["labels"], minlength=len(self.labels))
+
+        n = len(self.labels)
+        self._ones = np.ones((1, n), dtype=np.int8)
+        self.single_action_space = spaces.Discrete(n)
+        self.single_observation_space = spaces.Dict(
+            {
+                "input_ids": int_box(self.token_info.vocab_size - 1, (max_length,)),
+                "attention_mask": int_box(1, (max_length,), dtype=np.int8),
+                "action_mask": int_box(1, (n,), dtype=np.int8),
+            }
+        )
+
+    def examples(self) -> list[LabelledText]:
+        if self._examples is None:
+            self._examples = self._source.load()
+        return self._examples
+
+    def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        examples = self.examples()
+        index = {label: i for i, label in enumerate(self.labels)}
+        info, L = self.token_info, self.max_length
+        labels = np.zeros(len(examples), dtype=np.int32)
+        for i, example in enumerate(examples):
+            if example.label not in index:
+                raise DataFormatError(
+                    self._source.path or "hub data", example.line or None,
+                    f"label {example.label!r} is not in the train split's label set {self.labels}; pass labels=(...) or fix the file",
+                )
+            labels[i] = index[example.label]
+        encodings = self.tokenizer.encode_batch([e.text for e in examples], add_special_tokens=False)
+        input_ids = np.full((len(examples), L), info.pad_id, dtype=np.int32)
+        lengths = np.zeros(len(examples), dtype=np.int32)
+        n_truncated = 0
+        for i, encoding in enumerate(encodings):
+            ids = encoding.ids
+            n_truncated += len(ids) > L - 2
+            row = [info.cls_id, *ids[: L - 2], info.sep_id]
+            input_ids[i, : len(row)] = row
+            lengths[i] = len(row)
+        return {"input_ids": input_ids, "lengths": lengths, "labels": labels}, {"n_examples": len(examples), "n_truncated": n_truncated}
+
+    def init_state(self, batch_size: int) -> State:
+        n, L = batch_size, self.max_length
+        return {
+            "example": np.zeros(n, dtype=np.int64),
+            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
+            "attention_mask": np.zeros((n, L), dtype=np.int8),
+            "pred": np.full(n, -1, dtype=np.int32),
+        }
+
+    def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
+        state["example"][slots] = example_ids
+        state["input_ids"][slots] = self.data["input_ids"][example_ids]
+        state["attention_mask"][slots] = np.arange(self.max_length) < self.data["lengths"][example_ids][:, None]
+        state["pred"][slots] = -1
+
+    def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
+        s = sel(slots)
+        state["pred"][s] = actions
+        reward = (actions == self.data["labels"][state["example"][s]]).astype(np.float32)
+        done = np.ones(len(reward), dtype=bool)
+        return reward, done, ~done
+
+    def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        s = sel(slots)
+        ids = state["input_ids"][s]
+        return {
+            "input_ids": ids,
+            "attention_mask": state["attention_mask"][s],
+            "action_mask": np.broadcast_to(self._ones, (len(ids), len(self.labels))),
+        }
+
+    def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        return np.ones((len(state["example"][sel(slots)]), len(self.labels)), dtype=bool)
+
+    def expert_actions(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        return self.data["labels"][state["example"][sel(slots)]]
+
+    def episode_metrics(self, state: State, slots: np.ndarray) -> dict[str, np.ndarray]:
+        hit = state["pred"][slots] == self.data["labels"][state["example"][slots]]
+        return {"accuracy": hit.astype(np.float64)}
+
+    def episode_record(self, state: State, slot: int) -> dict[str, Any]:
+        ex = int(state["example"][slot])
+        return {"example_id": ex, "pred": int(state["pred"][slot]), "gold": int(self.data["labels"][ex])}
+
+    def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        return accuracy([r["gold"] for r in records], [r["pred"] for r in records])
+
+    def render_text(self, state: State, slot: int) -> str:
+        ex, pred = int(state["example"][slot]), int(state["pred"][slot])
+        gold = int(self.data["labels"][ex])
+        chosen = self.label_names[pred] if pred >= 0 else "?"
+        mark = "" if pred < 0 else ("  ✓" if pred == gold else "  ✗")
+        return f"text {self.examples()[ex].text}\ngold {self.label_names[gold]}\npred {chosen}{mark}"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": len(self.labels), "truncated": self.n_truncated}
+
+
+class TextClassificationEnv(LmgymEnv):
+    """Text classification as a one-step episode (SST-2, TREC, or your own TSV/CSV).
+
+    ## Description
+    Each episode shows one text; the agent answers with a label and the episode ends.
+    Scored with accuracy.
+
+    ## Action Space
+    ``Discrete(n_labels)``: an index into ``env.unwrapped.core.labels`` (the train split's
+    labels, sorted; SST-2: ``0`` negative, ``1`` positive; TREC: ABBR DESC ENTY HUM LOC NUM).
+
+    ## Observation Space
+    | key | dtype | shape | meaning |
+    |---|---|---|---|
+    | input_ids | int32 | (max_length,) | ``[CLS]`` text sub-words ``[SEP]``, padded |
+    | attention_mask | int8 | (max_length,) | 1 on real tokens |
+    | action_mask | int8 | (n_labels,) | all ones (every label is valid) |
+
+    ## Rewards
+    1 for the gold label, 0 otherwise (optimum 1.0 per episode).
+
+    ## Starting State
+    A text drawn uniformly from the split (``shuffle=True``) or the next one in order.
+
+    ## Episode End
+    Termination after the single step; ``info["episode_metrics"]["accuracy"]``.
+
+    ## Arguments
+    ``split``, ``data_dir``, ``tokenizer``, ``max_length=64`` (longer texts are truncated,
+    counted in ``core.n_truncated``), ``shuffle``, ``render_mode``. The generic
+    ``lmgym/TextClassification-v0`` also takes ``data_files`` (a path or ``{split: path}``),
+    ``text_column``, ``label_column``, ``delimiter`` (tab for .tsv, comma otherwise) and
+    ``labels``.
+
+    >>> import gymnasium as gym, lmgym
+    >>> env = gym.make("lmgym/SST2-v0", data_dir="sample")
+    >>> env.action_space
+    Discrete(2)
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    core_class = ClassificationCore
+
+
+class TextClassificationVectorEnv(LmgymVectorEnv):
+    """Native vector version of :class:`TextClassificationEnv` (same arguments plus ``num_envs``)."""
+
+    core_class = ClassificationCore

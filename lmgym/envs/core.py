@@ -1,0 +1,111 @@
+"""The batched transition functions every env family implements once.
+
+A :class:`TaskCore` owns a tokenised split (read-only numpy arrays) and the task's
+transition logic written over a *batch* of episodes. Episode state lives outside it, in
+a ``State`` (a dict of arrays whose first axis is the batch), so one core serves any
+number of envs in a process. :class:`~lmgym.envs.base.LmgymEnv` runs a batch of one,
+:class:`~lmgym.envs.base.LmgymVectorEnv` a batch of ``num_envs``: there is no second copy
+of the logic to drift out of sync.
+
+``slots`` arguments select a subset of the batch (an int array of distinct indices) or,
+when ``None``, all of it; implementations index state arrays with
+:func:`sel` so the common all-slots case costs no fancy-indexing copy.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import spaces
+from tokenizers import Tokenizer
+
+State = dict[str, np.ndarray]
+Slots = np.ndarray | None
+
+
+def sel(slots: Slots) -> Any:
+    """Index expression for ``slots``: the array itself, or ``slice(None)`` for all."""
+    return slice(None) if slots is None else slots
+
+
+class TaskCore(abc.ABC):
+    """Data + batched transition logic of one task family on one split.
+
+    Subclasses set ``family``, build their arrays in ``__init__`` and define the spaces.
+    """
+
+    family: ClassVar[str]
+    single_observation_space: spaces.Dict
+    single_action_space: spaces.Discrete
+    tokenizer: Tokenizer
+    n_examples: int
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.single_action_space.n)
+
+    # -- episode state --------------------------------------------------------------
+    @abc.abstractmethod
+    def init_state(self, batch_size: int) -> State:
+        """Allocate the state of ``batch_size`` episodes (must contain ``"example"``)."""
+
+    @abc.abstractmethod
+    def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
+        """Start a new episode on example ``example_ids[k]`` in slot ``slots[k]``."""
+
+    @abc.abstractmethod
+    def step(self, state: State, actions: np.ndarray, slots: Slots = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Apply ``actions`` (one per selected slot, already range-checked).
+
+        :return: ``(reward float32, terminated bool, truncated bool)`` per selected slot.
+        """
+
+    @abc.abstractmethod
+    def observe(self, state: State, slots: Slots = None) -> dict[str, np.ndarray]:
+        """Batched observation of the selected slots (may share memory with ``state``)."""
+
+    @abc.abstractmethod
+    def action_masks(self, state: State, slots: Slots = None) -> np.ndarray:
+        """``bool[k, n_actions]``: the valid actions of each selected slot."""
+
+    @abc.abstractmethod
+    def expert_actions(self, state: State, slots: Slots = None) -> np.ndarray:
+        """The gold action of each selected slot (behaviour cloning, tests)."""
+
+    # -- scoring --------------------------------------------------------------------
+    @abc.abstractmethod
+    def episode_metrics(self, state: State, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-episode scores of finished slots, as ``float64`` arrays."""
+
+    @abc.abstractmethod
+    def episode_record(self, state: State, slot: int) -> dict[str, Any]:
+        """What :meth:`corpus_metrics` needs about the finished episode in ``slot``."""
+
+    @abc.abstractmethod
+    def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        """Corpus-level metrics over the records of a whole split."""
+
+    @abc.abstractmethod
+    def render_text(self, state: State, slot: int) -> str:
+        """Human-readable view of the episode in ``slot`` (gold and chosen labels aligned)."""
+
+    # -- helpers --------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """One line of facts for ``lmgym list``."""
+        return {"family": self.family, "examples": self.n_examples, "actions": self.n_actions}
+
+
+def int_box(high: int | np.ndarray, shape: tuple[int, ...], low: int = 0, dtype: type = np.int32) -> spaces.Box:
+    """A 1-D integer ``Box`` (what SB3 accepts without one-hot encoding)."""
+    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+
+
+def pad_rows(rows: list[list[int]] | list[np.ndarray], width: int, fill: int, dtype: type = np.int32) -> np.ndarray:
+    """Stack ragged rows into ``[len(rows), width]``, truncating and padding with ``fill``."""
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for i, row in enumerate(rows):
+        row = row[:width]
+        out[i, : len(row)] = row
+    return out

@@ -1,0 +1,409 @@
+"""Named-entity recognition: tag each word of a sentence with a BIO tag."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from lmgym.data.cache import cached_arrays, fingerprint
+from lmgym.data.errors import DataFormatError, LmgymDataError
+from lmgym.data.loaders import TaggedSentence, read_conll
+from lmgym.data.sources import Source, dataset_source, file_source
+from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
+from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.core import State, TaskCore, int_box, sel
+from lmgym.metrics import bio_entities, entity_scores
+
+#: CoNLL-2003 tag order (as in the Hugging Face ``conll2003`` dataset).
+CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+REWARD_MODES = ("token", "f1")
+
+
+def _conll_source(dataset: str, data_files: Any, split: str, data_dir: Any, tag_column: int) -> Source:
+    reader = lambda path: read_conll(path, tag_column=tag_column)  # noqa: E731
+    if data_files is not None:
+        return file_source(data_files, split, reader)
+    return dataset_source(dataset, split, data_dir, reader, hub_reader=_conll_from_hub)
+
+
+def _conll_from_hub(data: Any) -> list[TaggedSentence]:
+    names = data.features["ner_tags"].feature.names
+    return [TaggedSentence(tuple(r["tokens"]), tuple(names[t] for t in r["ner_tags"])) for r in data if r["tokens"]]
+
+
+def tag_set(sentences: list[TaggedSentence]) -> tuple[str, ...]:
+    """Tags of a generic corpus: ``O`` then ``B-X, I-X`` for each type X, sorted."""
+    types = sorted({t[2:] for s in sentences for t in s.tags if t != "O"})
+    return ("O", *(f"{p}-{t}" for t in types for p in ("B", "I")))
+
+
+class NERCore(TaskCore):
+    """Batched NER transitions. See :class:`NEREnv` for the behaviour."""
+
+    family = "ner"
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir: str | os.PathLike | None = None,
+        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        dataset: str = "conll2003",
+        tokenizer: Any = None,
+        max_length: int = 128,
+        max_words: int = 128,
+        reward_mode: str = "token",
+        bio_mask: bool = True,
+        tags: tuple[str, ...] | None = None,
+        tag_column: int = -1,
+        vocab_size: int = 8000,
+    ) -> None:
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode={reward_mode!r}: choose one of {REWARD_MODES}")
+        if max_length < 4 or max_words < 1:
+            raise ValueError("max_length must be >= 4 and max_words >= 1")
+        self.split, self.reward_mode, self.bio_mask = split, reward_mode, bio_mask
+        self.max_length, self.max_words = max_length, max_words
+        source = _conll_source(dataset, data_files, split, data_dir, tag_column)
+        train = source if split == "train" else _conll_source(dataset, data_files, "train", data_dir, tag_column)
+        self._source = source
+        self._sentences: list[TaggedSentence] | None = None
+
+        if tags is None:
+            tags = CONLL2003_TAGS if data_files is None and dataset == "conll2003" else tag_set(train.load())
+        self.tags = tuple(tags)
+        self.tokenizer = resolve_tokenizer(
+            tokenizer,
+            train_texts=lambda: (" ".join(s.words) for s in train.load()),
+            source_digest=train.digest,
+            vocab_size=vocab_size,
+        )
+        self.token_info = TokenizerInfo.of(self.tokenizer)
+        key = fingerprint("ner", source.digest, self.token_info.digest, self.tags, max_length, max_words, bio_mask)
+        arrays, meta = cached_arrays("ner", key, self._build)
+        self.data = arrays
+        self.n_examples = int(meta["n_examples"])
+        self.n_truncated = int(meta["n_truncated"])
+        self._tables()
+
+        n_tags = len(self.tags)
+        self.single_action_space = spaces.Discrete(n_tags)
+        self.single_observation_space = spaces.Dict(
+            {
+                "input_ids": int_box(self.token_info.vocab_size - 1, (max_length,)),
+                "attention_mask": int_box(1, (max_length,), dtype=np.int8),
+                "position": int_box(max_length - 1, (1,)),
+                "prev_tags": int_box(n_tags - 1, (max_words,), low=-1),
+                "action_mask": int_box(1, (n_tags,), dtype=np.int8),
+            }
+        )
+
+    # -- building the tokenised split (cached) -------------------------------------------
+    def sentences(self) -> list[TaggedSentence]:
+        """The raw sentences of the split (loaded lazily; used by render and evaluation)."""
+        if self._sentences is None:
+            self._sentences = self._source.load()
+        return self._sentences
+
+    def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        sentences = self.sentences()
+        index = {t: i for i, t in enumerate(self.tags)}
+        info, L, W = self.token_info, self.max_length, self.max_words
+        n = len(sentences)
+        encodings = self.tokenizer.encode_batch([list(s.words) for s in sentences], is_pretokenized=True, add_special_tokens=False)
+        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
+        lengths = np.zeros(n, dtype=np.int32)
+        starts = np.zeros((n, W), dtype=np.int32)
+        gold = np.full((n, W), -1, dtype=np.int32)
+        end_start = np.full((n, W), -1, dtype=np.int32)
+        end_type = np.full((n, W), -1, dtype=np.int32)
+        n_words = np.zeros(n, dtype=np.int32)
+        n_gold = np.zeros(n, dtype=np.int32)
+        n_truncated = 0
+        types = self._types()
+        for i, (sentence, encoding) in enumerate(zip(sentences, encodings, strict=True)):
+            for w, tag in enumerate(sentence.tags):
+                if tag not in index:
+                    raise DataFormatError(
+                        self._source.path or "hub data", sentence.line + w or None,
+                        f"tag {tag!r} (word {sentence.words[w]!r}) is not in the tag set {self.tags}; "
+                        "pass tags=(...) to gym.make or fix the file",
+                    )
+            tag_ids = [index[t] for t in sentence.tags]
+            if self.bio_mask and not self._valid_bio(tag_ids):
+                raise DataFormatError(
+                    self._source.path or "hub data", sentence.line or None,
+                    f"sentence {i + 1} ({' '.join(sentence.words[:8])} ...) has an I- tag that does not follow "
+                    "B-/I- of its type (IOB1 data?); convert to IOB2 or pass bio_mask=False",
+                )
+            ids, word_ids = encoding.ids, encoding.word_ids
+            first: dict[int, int] = {}
+            for k, w in enumerate(word_ids):
+                if w is not None and w not in first:
+                    first[w] = k
+            # Words the tokenizer maps to nothing (e.g. control characters) become [UNK].
+            pieces: list[int] = []
+            word_start: list[int] = []
+            for w in range(len(sentence.words)):
+                word_start.append(1 + len(pieces))
+                if w in first:
+                    end = next((first[v] for v in range(w + 1, len(sentence.words)) if v in first), len(ids))
+                    pieces.extend(ids[first[w] : end])
+                else:
+                    pieces.append(info.unk_id)
+            row = [info.cls_id, *pieces[: L - 2], info.sep_id]
+            truncated = len(pieces) > L - 2 or len(sentence.words) > W
+            n_truncated += truncated
+            input_ids[i, : len(row)] = row
+            lengths[i] = len(row)
+            m = min(len(sentence.words), W)
+            n_words[i] = m
+            starts[i, :m] = np.minimum(word_start[:m], L - 1)
+            gold[i, :m] = tag_ids[:m]
+            for etype, s, e in bio_entities([self.tags[t] for t in tag_ids[:m]]):
+                end_start[i, e], end_type[i, e] = s, types.index(etype)
+                n_gold[i] += 1
+        arrays = {
+            "input_ids": input_ids, "lengths": lengths, "starts": starts, "gold": gold,
+            "end_start": end_start, "end_type": end_type, "n_words": n_words, "n_gold": n_gold,
+        }
+        return arrays, {"n_examples": n, "n_truncated": n_truncated}
+
+    def _types(self) -> list[str]:
+        return sorted({t[2:] for t in self.tags if t != "O"})
+
+    def _valid_bio(self, tag_ids: list[int]) -> bool:
+        prev = -1
+        allowed = self._allowed_after() if not hasattr(self, "mask_table") else self.mask_table
+        for t in tag_ids:
+            if not allowed[prev + 1, t]:
+                return False
+            prev = t
+        return True
+
+    def _allowed_after(self) -> np.ndarray:
+        """``[1 + n_tags, n_tags]``: row ``p + 1`` lists the tags allowed after tag ``p`` (row 0: at start)."""
+        n = len(self.tags)
+        table = np.ones((n + 1, n), dtype=bool)
+        for t, tag in enumerate(self.tags):
+            if tag.startswith("I-") and self.bio_mask:
+                table[:, t] = False
+                for p, prev in enumerate(self.tags):
+                    if prev != "O" and prev[2:] == tag[2:]:
+                        table[p + 1, t] = True
+        return table
+
+    def _tables(self) -> None:
+        types = self._types()
+        self.mask_table = self._allowed_after()
+        self.mask_table_i8 = self.mask_table.astype(np.int8)
+        self.tag_type = np.array([-1 if t == "O" else types.index(t[2:]) for t in self.tags], dtype=np.int32)
+        self.tag_is_b = np.array([t.startswith("B-") for t in self.tags])
+        self.tag_is_i = np.array([t.startswith("I-") for t in self.tags])
+
+    # -- batched transitions -----------------------------------------------------------------
+    def init_state(self, batch_size: int) -> State:
+        n, L, W = batch_size, self.max_length, self.max_words
+        return {
+            "example": np.zeros(n, dtype=np.int64),
+            "t": np.zeros(n, dtype=np.int32),
+            "n_words": np.ones(n, dtype=np.int32),
+            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
+            "attention_mask": np.zeros((n, L), dtype=np.int8),
+            "position": np.zeros((n, 1), dtype=np.int32),
+            "prev_tags": np.full((n, W), -1, dtype=np.int32),
+            "last": np.full(n, -1, dtype=np.int32),
+            "open_start": np.full(n, -1, dtype=np.int32),
+            "open_type": np.full(n, -1, dtype=np.int32),
+            "tp": np.zeros(n, dtype=np.int32),
+            "n_pred": np.zeros(n, dtype=np.int32),
+            "n_gold": np.zeros(n, dtype=np.int32),
+            "correct": np.zeros(n, dtype=np.int32),
+            "f1": np.zeros(n, dtype=np.float32),
+        }
+
+    def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
+        d = self.data
+        state["example"][slots] = example_ids
+        state["input_ids"][slots] = d["input_ids"][example_ids]
+        lengths = d["lengths"][example_ids]
+        state["attention_mask"][slots] = np.arange(self.max_length) < lengths[:, None]
+        state["n_words"][slots] = d["n_words"][example_ids]
+        state["n_gold"][slots] = d["n_gold"][example_ids]
+        state["position"][slots, 0] = d["starts"][example_ids, 0]
+        state["prev_tags"][slots] = -1
+        for key in ("t", "tp", "n_pred", "correct"):
+            state[key][slots] = 0
+        for key in ("last", "open_start", "open_type"):
+            state[key][slots] = -1
+        state["f1"][slots] = 0.0
+
+    def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
+        s = sel(slots)
+        ex, t, n_words = state["example"][s], state["t"][s], state["n_words"][s]
+        gold = self.data["gold"][ex, t]
+        hit = actions == gold
+        state["correct"][s] += hit
+        rows = np.arange(len(ex)) if slots is None else slots
+        state["prev_tags"][rows, t] = actions
+        state["last"][s] = actions
+
+        # Entity bookkeeping with conlleval/seqeval chunk semantics (see metrics.bio_entities).
+        a_type = self.tag_type[actions]
+        open_start, open_type = state["open_start"][s], state["open_type"][s]
+        starts_new = self.tag_is_b[actions] | (self.tag_is_i[actions] & (open_type != a_type))
+        closes = (open_start >= 0) & ((a_type < 0) | starts_new)
+        tp = state["tp"][s]
+        n_pred = state["n_pred"][s]
+        tp += closes & self._matches(ex, t - 1, open_start, open_type)
+        n_pred += closes
+        open_start = np.where(starts_new, t, np.where(a_type < 0, -1, open_start))
+        open_type = np.where(starts_new, a_type, np.where(a_type < 0, -1, open_type))
+        t = t + 1
+        terminated = t >= n_words
+        final_open = terminated & (open_start >= 0)
+        tp += final_open & self._matches(ex, t - 1, open_start, open_type)
+        n_pred += final_open
+        state["tp"][s], state["n_pred"][s], state["t"][s] = tp, n_pred, t
+        state["open_start"][s], state["open_type"][s] = open_start, open_type
+        state["position"][s, 0] = np.where(terminated, 0, self.data["starts"][ex, np.minimum(t, self.max_words - 1)])
+
+        if self.reward_mode == "token":
+            reward = hit.astype(np.float32)
+        else:
+            n_gold = state["n_gold"][s]
+            denom = n_pred + n_gold
+            f1 = np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0).astype(np.float32)
+            f1 = np.where(terminated & (denom == 0), 1.0, f1).astype(np.float32)
+            reward = f1 - state["f1"][s]
+            state["f1"][s] = f1
+        return reward, terminated, np.zeros_like(terminated)
+
+    def _matches(self, ex: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray) -> np.ndarray:
+        end = np.clip(end, 0, self.max_words - 1)
+        return (self.data["end_start"][ex, end] == start) & (self.data["end_type"][ex, end] == etype) & (start >= 0)
+
+    def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        s = sel(slots)
+        return {
+            "input_ids": state["input_ids"][s],
+            "attention_mask": state["attention_mask"][s],
+            "position": state["position"][s],
+            "prev_tags": state["prev_tags"][s],
+            "action_mask": self.mask_table_i8[state["last"][s] + 1],
+        }
+
+    def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        return self.mask_table[state["last"][sel(slots)] + 1]
+
+    def expert_actions(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        s = sel(slots)
+        t = np.minimum(state["t"][s], state["n_words"][s] - 1)
+        return self.data["gold"][state["example"][s], t]
+
+    # -- scoring ------------------------------------------------------------------------------
+    def episode_metrics(self, state: State, slots: np.ndarray) -> dict[str, np.ndarray]:
+        tp, n_pred, n_gold = state["tp"][slots], state["n_pred"][slots], state["n_gold"][slots]
+        denom = n_pred + n_gold
+        f1 = np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 1.0)
+        accuracy = state["correct"][slots] / np.maximum(state["n_words"][slots], 1)
+        return {"entity_f1": f1.astype(np.float64), "token_accuracy": accuracy.astype(np.float64)}
+
+    def episode_record(self, state: State, slot: int) -> dict[str, Any]:
+        n = int(state["n_words"][slot])
+        ex = int(state["example"][slot])
+        return {
+            "example_id": ex,
+            "pred": [self.tags[t] if t >= 0 else "O" for t in state["prev_tags"][slot, :n]],
+            "gold": [self.tags[t] for t in self.data["gold"][ex, :n]],
+        }
+
+    def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        return entity_scores([r["gold"] for r in records], [r["pred"] for r in records])
+
+    def render_text(self, state: State, slot: int) -> str:
+        ex, t = int(state["example"][slot]), int(state["t"][slot])
+        words = self.sentences()[ex].words[: int(state["n_words"][slot])]
+        gold = [self.tags[g] for g in self.data["gold"][ex, : len(words)]]
+        pred = [self.tags[p] if p >= 0 else "" for p in state["prev_tags"][slot, : len(words)]]
+        widths = [max(len(w), len(g), len(p)) for w, g, p in zip(words, gold, pred, strict=True)]
+        cursor = ["^" * widths[i] if i == t else " " * widths[i] for i in range(len(words))]
+        lines = [
+            "word " + " ".join(w.ljust(n) for w, n in zip(words, widths, strict=True)),
+            "gold " + " ".join(g.ljust(n) for g, n in zip(gold, widths, strict=True)),
+            "pred " + " ".join(p.ljust(n) for p, n in zip(pred, widths, strict=True)),
+            "     " + " ".join(cursor),
+        ]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "tags": len(self.tags), "truncated": self.n_truncated}
+
+
+class NEREnv(LmgymEnv):
+    """Named-entity recognition as sequential tagging (CoNLL-2003 by default).
+
+    ## Description
+    One sentence per episode. At step ``t`` the agent tags word ``t`` with a BIO tag;
+    the observation shows the whole sentence (sub-word ids), a pointer to the word being
+    tagged and the tags chosen so far. Scored with seqeval's entity-level F1.
+
+    ## Action Space
+    ``Discrete(n_tags)``: an index into ``env.unwrapped.core.tags`` (CoNLL-2003:
+    ``O, B-PER, I-PER, B-ORG, I-ORG, B-LOC, I-LOC, B-MISC, I-MISC``).
+
+    ## Observation Space
+    | key | dtype | shape | meaning |
+    |---|---|---|---|
+    | input_ids | int32 | (max_length,) | ``[CLS]`` sentence sub-words ``[SEP]``, padded with the pad id |
+    | attention_mask | int8 | (max_length,) | 1 on real tokens |
+    | position | int32 | (1,) | index of the first sub-word of the word being tagged (0 once done) |
+    | prev_tags | int32 | (max_words,) | tags chosen so far, one per word; -1 = not yet / padding |
+    | action_mask | int8 | (n_tags,) | 1 for valid tags (``bio_mask``: I-X only after B-X/I-X) |
+
+    ## Rewards
+    ``reward_mode="token"``: +1 when the tag equals the gold tag, else 0 (optimum = number
+    of words). ``reward_mode="f1"``: the change in the sentence's entity F1 over entities
+    closed so far, so an episode's rewards sum to its sentence F1 (optimum 1.0; a sentence
+    without gold entities scores 1 if no entity is predicted). Masked actions are not
+    refused: they are applied and scored like any other tag.
+
+    ## Starting State
+    A sentence drawn uniformly from the split (``shuffle=True``) or the next one in order.
+
+    ## Episode End
+    Termination: every word is tagged. There is no truncation.
+    ``info["episode_metrics"]`` then holds ``entity_f1`` (sentence) and ``token_accuracy``.
+
+    ## Arguments
+    ``split`` (train/validation/test), ``data_dir``, ``data_files`` (CoNLL files of your
+    own: a path or ``{split: path}``), ``tokenizer`` (None = WordPiece trained on train,
+    ``"minilm"``, a path, a tokenizer object), ``max_length=128``, ``max_words=128``,
+    ``reward_mode``, ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human).
+    Sentences longer than ``max_words`` words are tagged up to ``max_words`` only; words whose
+    first sub-word falls past ``max_length - 2`` point at the last position (both are counted
+    in ``env.unwrapped.core.n_truncated``; none on CoNLL-2003 with the defaults).
+
+    >>> import gymnasium as gym, lmgym
+    >>> env = gym.make("lmgym/NER-v0", data_dir="sample")
+    >>> obs, info = env.reset(seed=0)
+    >>> sorted(obs)
+    ['action_mask', 'attention_mask', 'input_ids', 'position', 'prev_tags']
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    core_class = NERCore
+
+
+class NERVectorEnv(LmgymVectorEnv):
+    """Native vector version of :class:`NEREnv` (same arguments plus ``num_envs``)."""
+
+    core_class = NERCore
+
+
+__all__ = ["CONLL2003_TAGS", "NERCore", "NEREnv", "NERVectorEnv", "LmgymDataError", "Path"]
