@@ -106,14 +106,16 @@ def read_conll(path: str | Path, tag_column: int = -1, encoding: str = "utf-8") 
 
 def read_table(
     path: str | Path,
-    text_column: str,
-    label_column: str,
+    text_column: str | tuple[str, ...],
+    label_column: str | tuple[str, ...],
     delimiter: str | None = None,
     encoding: str = "utf-8",
 ) -> list[LabelledText]:
     """Read a CSV/TSV file with a header row; columns are found by name, in any order.
 
-    The delimiter defaults to tab for ``.tsv`` files and comma otherwise.
+    The delimiter defaults to tab for ``.tsv`` files and comma otherwise. A column may be
+    given as a tuple of alternative names (the first present is used): GLUE's SST-2 files
+    call the text ``sentence`` in one file and ``content`` in another.
     """
     path = Path(path)
     if delimiter is None:
@@ -125,12 +127,16 @@ def read_table(
     except StopIteration:
         raise DataFormatError(path, None, "empty file: expected a header row") from None
     header = next(csv.reader([header_line], delimiter=delimiter))
-    missing = [c for c in (text_column, label_column) if c not in header]
-    if missing:
-        raise DataFormatError(
-            path, 1, f"header has no column {missing[0]!r} (columns: {header}); pass text_column=/label_column="
-        )
-    text_i, label_i = header.index(text_column), header.index(label_column)
+    found = []
+    for wanted in (text_column, label_column):
+        names = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+        present = [n for n in names if n in header]
+        if not present:
+            raise DataFormatError(
+                path, 1, f"header has no column {' or '.join(map(repr, names))} (columns: {header}); pass text_column=/label_column="
+            )
+        found.append(header.index(present[0]))
+    text_i, label_i = found
     for lineno, line in lines:
         if not line.strip():
             continue

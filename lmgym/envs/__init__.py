@@ -34,7 +34,7 @@ def register_envs() -> None:
     # --- Text classification (one step; optimum return 1.0) --------------------------------
     # Threshold ~ a fine-tuned MiniLM-class model on the validation split.
     _register("SST2-v0", "classification", "TextClassificationEnv", reward_threshold=0.90,
-              kwargs={"dataset": "sst2", "text_column": "sentence", "label_column": "label"})
+              kwargs={"dataset": "sst2", "text_column": ("sentence", "content"), "label_column": "label"})
     _register("TREC-v0", "classification", "TextClassificationEnv", reward_threshold=0.95, kwargs={"dataset": "trec"})
     # Bring your own TSV/CSV: data_files=, text_column=, label_column=.
     _register("TextClassification-v0", "classification", "TextClassificationEnv")

@@ -21,7 +21,7 @@ from lmgym.metrics import accuracy
 LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}}
 
 
-def _source(dataset: str | None, data_files: Any, split: str, data_dir: Any, columns: tuple[str, str], delimiter: str | None) -> Source:
+def _source(dataset: str | None, data_files: Any, split: str, data_dir: Any, columns: tuple[Any, Any], delimiter: str | None) -> Source:
     if data_files is not None:
         return file_source(data_files, split, lambda p: read_table(p, columns[0], columns[1], delimiter))
     if dataset is None:
@@ -54,8 +54,8 @@ class ClassificationCore(TaskCore):
         data_dir: str | os.PathLike | None = None,
         data_files: str | os.PathLike | dict[str, Any] | None = None,
         dataset: str | None = None,
-        text_column: str = "text",
-        label_column: str = "label",
+        text_column: str | tuple[str, ...] = "text",
+        label_column: str | tuple[str, ...] = "label",
         delimiter: str | None = None,
         labels: tuple[str, ...] | None = None,
         tokenizer: Any = None,
