@@ -1,0 +1,52 @@
+"""Shared fixtures: every lmgym id, and the make kwargs that run it on bundled sample data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+import lmgym  # noqa: F401  (registers the envs)
+from lmgym.data.paths import SAMPLES_DIR
+
+REAL_DATA = os.environ.get("LMGYM_DATA_DIR")
+needs_real_data = pytest.mark.skipif(
+    not (REAL_DATA and Path(REAL_DATA).is_dir()),
+    reason="set LMGYM_DATA_DIR to the real datasets (CI sets it to ../shared/data)",
+)
+
+#: make kwargs for ids that cannot run on ``data_dir="sample"`` alone.
+SAMPLE_KWARGS: dict[str, dict] = {
+    "lmgym/TextClassification-v0": {
+        "data_files": {
+            "train": str(SAMPLES_DIR / "sst2" / "train.tsv"),
+            "validation": str(SAMPLES_DIR / "sst2" / "dev.tsv"),
+            "test": str(SAMPLES_DIR / "sst2" / "dev.tsv"),
+        },
+        "text_column": "sentence",
+        "label_column": "label",
+    },
+    "lmgym/MultiTask-v0": {
+        "tasks": {"lmgym/NER-v0": 0.5, "lmgym/SST2-v0": 0.5},
+        "data_dir": "sample",
+    },
+}
+
+#: The corpus metric each family is judged by, and what the expert policy must reach on it.
+EXPERT_FLOOR = {"entity_f1": 1.0, "accuracy": 1.0, "bleu": 95.0, "exact_match": 97.0, "f1": 97.0}
+FAMILY_METRIC = {"ner": "entity_f1", "classification": "accuracy", "translation": "bleu", "qa": "f1", "multiple_choice": "accuracy"}
+
+LMGYM_SPECS = sorted((s for s in gym.registry.values() if s.namespace == "lmgym"), key=lambda s: s.id)
+
+
+def sample_kwargs(env_id: str) -> dict:
+    return dict(SAMPLE_KWARGS.get(env_id, {"data_dir": "sample"}))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests build their caches in a temporary folder (never the user's ~/.cache)."""
+    if "LMGYM_CACHE_DIR" not in os.environ or os.environ.get("LMGYM_TEST_SHARED_CACHE") != "1":
+        os.environ["LMGYM_CACHE_DIR"] = str(tmp_path_factory.mktemp("lmgym-cache"))
