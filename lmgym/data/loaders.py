@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,19 +49,28 @@ def open_text(path: str | Path, encoding: str = "utf-8") -> io.TextIOBase:
 
 
 def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line_without_newline)``; decoding and gzip errors name the file."""
+    """Yield ``(line_number, line_without_newline)``; decoding and gzip errors name the file and line.
+
+    Lines are decoded one at a time so a bad byte is reported on the line that holds it.
+    """
     path = Path(path)
     lineno = 0
     try:
-        with open_text(path, encoding) as handle:
-            for lineno, line in enumerate(handle, start=1):  # noqa: B007
+        handle = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except OSError as exc:
+        raise DataFormatError(path, None, f"cannot open: {exc}") from exc
+    with handle:
+        try:
+            for lineno, raw in enumerate(handle, start=1):  # noqa: B007
+                try:
+                    line = raw.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    raise DataFormatError(
+                        path, lineno, f"not valid {encoding} text ({exc.reason}); re-encode the file as {encoding}"
+                    ) from exc
                 yield lineno, line.rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(
-            path, lineno + 1, f"not valid {encoding} text ({exc.reason}); re-encode the file or pass encoding="
-        ) from exc
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:
-        raise DataFormatError(path, lineno + 1, f"corrupt or truncated file: {exc}") from exc
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+            raise DataFormatError(path, lineno + 1, f"corrupt or truncated file: {exc}") from exc
 
 
 def read_conll(path: str | Path, tag_column: int = -1, encoding: str = "utf-8") -> list[TaggedSentence]:
