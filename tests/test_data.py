@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lmgym.data import DataFormatError, DatasetNotFoundError, TokenizerError
-from lmgym.data.cache import cached_arrays, cache_root, fingerprint
+from lmgym.data.cache import cache_root, cached_arrays, fingerprint
 from lmgym.data.loaders import read_conll, read_table, read_trec
 from lmgym.data.paths import SAMPLES_DIR
 from lmgym.data.tokenization import resolve_tokenizer
