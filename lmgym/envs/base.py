@@ -134,7 +134,8 @@ class LmgymEnv(gym.Env):
         if terminated[0] or truncated[0]:
             self._needs_reset = True
             metrics = self.core.episode_metrics(self.state, self._all)
-            info["episode_metrics"] = {k: float(v[0]) for k, v in metrics.items()}
+            # NaN marks a metric that does not apply to this episode (MultiTask: other tasks' keys).
+            info["episode_metrics"] = {k: float(v[0]) for k, v in metrics.items() if not np.isnan(v[0])}
         if self.render_mode == "human":
             self.render()
         return self._observation(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
@@ -183,13 +184,18 @@ class LmgymVectorEnv(VectorEnv):
     """``num_envs`` episodes advanced together by array operations over one core.
 
     Slot ``i`` behaves exactly like a single env seeded with ``seed + i`` (checked by the
-    test-suite against :class:`gymnasium.vector.SyncVectorEnv`).
+    test-suite against :class:`gymnasium.vector.SyncVectorEnv`, infos included).
 
     :param num_envs: number of parallel episodes.
     :param autoreset_mode: ``"NextStep"`` (Gymnasium's default) or ``"SameStep"``
         (``final_obs``/``final_info`` in ``info``).
     :param copy: return copies of the observation buffers (set False to save a copy per step
-        when the caller does not keep observations across steps).
+        when the caller does not keep observations across steps: the returned arrays are then
+        overwritten by the next ``step``).
+    :param max_episode_steps: truncate episodes after this many steps, exactly like the
+        ``TimeLimit`` wrapper ``gym.make`` puts on the single env (``gym.make_vec`` passes the
+        registered value); ``episode_metrics`` are reported only for episodes the task ended
+        itself, as with the wrapper.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -206,6 +212,7 @@ class LmgymVectorEnv(VectorEnv):
         copy: bool = True,
         render_mode: str | None = None,
         shuffle: bool = True,
+        max_episode_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
         if num_envs < 1:
@@ -213,12 +220,15 @@ class LmgymVectorEnv(VectorEnv):
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         if self.autoreset_mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode DISABLED is not supported: use NextStep or SameStep")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self._kwargs = dict(kwargs, shuffle=shuffle)
         self.num_envs = num_envs
         self.copy = copy
         self.render_mode = render_mode
-        self.core = make_core(self.core_class, kwargs)
+        self.max_episode_steps = max_episode_steps
+        self.core = self._make_core(kwargs)
         self.single_observation_space = self.core.single_observation_space
         self.single_action_space = self.core.single_action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -227,8 +237,12 @@ class LmgymVectorEnv(VectorEnv):
         self.sampler = ExampleSampler(self.core.n_examples, num_envs, shuffle)
         self._all = np.arange(num_envs)
         self._done = np.zeros(num_envs, dtype=bool)
+        self._any_done = False
         self._started = False
-        self._rewards = np.zeros(num_envs, dtype=np.float64)
+        self._elapsed = np.zeros(num_envs, dtype=np.int64)
+
+    def _make_core(self, kwargs: dict[str, Any]) -> TaskCore:
+        return make_core(self.core_class, kwargs)
 
     @property
     def tokenizer(self):
@@ -243,6 +257,8 @@ class LmgymVectorEnv(VectorEnv):
         return self.core.expert_actions(self.state).astype(np.int64)
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        """Start a new episode in every slot (or, with ``options={"reset_mask": bool[n]}``, in
+        the masked slots only, as :class:`~gymnasium.vector.SyncVectorEnv` does)."""
         if isinstance(seed, int):
             seeds: list[int | None] = [seed + i for i in range(self.num_envs)]
         elif seed is None:
@@ -251,14 +267,28 @@ class LmgymVectorEnv(VectorEnv):
             if len(seed) != self.num_envs:
                 raise ValueError(f"got {len(seed)} seeds for {self.num_envs} envs")
             seeds = list(seed)
-        if seed is not None or not self._started:
-            self._np_random, _ = seeding.np_random(seeds[0])
-            self.sampler.seed([seeding.np_random(s)[0] for s in seeds])
-        examples = self.sampler.draw(self._all)
-        self.core.load_examples(self.state, self._all, examples)
-        self._done[:] = False
+        mask = None if options is None else options.get("reset_mask")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
+                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True value")
+            if not self._started:
+                raise ResetNeeded("call reset() without reset_mask first")
+            slots = np.flatnonzero(mask)
+            for slot in slots:
+                if seeds[slot] is not None:
+                    self.sampler.reseed(int(slot), seeding.np_random(seeds[slot])[0])
+        else:
+            slots = self._all
+            if seed is not None or not self._started:
+                self._np_random, _ = seeding.np_random(seeds[0])
+                self.sampler.seed([seeding.np_random(s)[0] for s in seeds])
+        infos: dict[str, Any] = {}
+        self._restart(slots, infos)
+        self._done[slots] = False
+        self._any_done = bool(self._done.any())
         self._started = True
-        return self._observation(), {"example_id": examples.astype(np.int64), "_example_id": np.ones(self.num_envs, bool)}
+        return self._observation(), infos
 
     def step(self, actions: Any):
         if not self._started:
@@ -266,63 +296,105 @@ class LmgymVectorEnv(VectorEnv):
         actions = check_actions(actions, self.core.n_actions, self.num_envs)
         infos: dict[str, Any] = {}
         n = self.num_envs
-        rewards = self._rewards
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
-        if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._done.any():
+        if self._any_done and self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            # Slots whose episode ended last step start a new one; their action is ignored.
             resetting = np.flatnonzero(self._done)
             stepping = np.flatnonzero(~self._done)
             self._restart(resetting, infos)
-            rewards[resetting] = 0.0
+            rewards = np.zeros(n, dtype=np.float64)
+            terminated = np.zeros(n, dtype=bool)
+            truncated = np.zeros(n, dtype=bool)
             if len(stepping):
                 r, te, tr = self.core.step(self.state, actions[stepping], stepping)
                 rewards[stepping], terminated[stepping], truncated[stepping] = r, te, tr
+            stepped: Any = stepping
         else:
-            r, terminated, truncated = self.core.step(self.state, actions)
-            rewards[:] = r
-        done = terminated | truncated
-        if done.any():
+            r, te, tr = self.core.step(self.state, actions)
+            rewards = r.astype(np.float64)
+            terminated = np.array(te, dtype=bool)
+            truncated = np.array(tr, dtype=bool)
+            stepped = slice(None)
+        ended = terminated | truncated  # ended by the task itself
+        done = ended
+        if self.max_episode_steps is not None:
+            self._elapsed[stepped] += 1
+            truncated |= self._elapsed >= self.max_episode_steps
+            done = terminated | truncated
+        any_done = bool(done.any())
+        if any_done:
             finished = np.flatnonzero(done)
-            self._add_episode_metrics(infos, finished, "episode_metrics")
+            ended_slots = finished if ended is done else np.flatnonzero(ended)
+            if len(ended_slots):
+                self._add_episode_metrics(infos, ended_slots, "episode_metrics")
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
-                final = self.core.observe(self.state, finished)
-                final_obs = np.full(n, None, dtype=object)
-                for k, slot in enumerate(finished):
-                    final_obs[slot] = {key: np.array(v[k]) for key, v in final.items()}
-                infos["final_obs"] = final_obs
+                infos["final_obs"] = self._final_observations(finished)
                 infos["_final_obs"] = done.copy()
-                infos["final_info"] = {"episode_metrics": infos.pop("episode_metrics"), "_episode_metrics": infos.pop("_episode_metrics")}
+                final_info: dict[str, Any] = {}
+                if "episode_metrics" in infos:
+                    final_info["episode_metrics"] = infos.pop("episode_metrics")
+                    final_info["_episode_metrics"] = infos.pop("_episode_metrics")
+                infos["final_info"] = final_info
                 infos["_final_info"] = done.copy()
                 self._restart(finished, infos)
+                done = np.zeros(n, dtype=bool)
+                any_done = False
         self._done = done
-        return self._observation(), rewards.copy(), terminated, truncated, infos
+        self._any_done = any_done
+        return self._observation(), rewards, terminated, truncated, infos
 
     def _restart(self, slots: np.ndarray, infos: dict[str, Any]) -> None:
         examples = self.sampler.draw(slots)
         self.core.load_examples(self.state, slots, examples)
-        ids = infos.setdefault("example_id", np.zeros(self.num_envs, dtype=np.int64))
-        mask = infos.setdefault("_example_id", np.zeros(self.num_envs, dtype=bool))
+        self._elapsed[slots] = 0
+        ids = infos.get("example_id")
+        if ids is None:
+            ids = infos["example_id"] = np.zeros(self.num_envs, dtype=np.int64)
+            infos["_example_id"] = np.zeros(self.num_envs, dtype=bool)
         ids[slots] = examples
-        mask[slots] = True
+        infos["_example_id"][slots] = True
 
     def _add_episode_metrics(self, infos: dict[str, Any], slots: np.ndarray, key: str) -> None:
-        metrics = self.core.episode_metrics(self.state, slots)
+        """``infos[key][name]`` (+ ``_name`` masks) for the finished ``slots``; a NaN value
+        means the metric does not apply to that episode and is masked out."""
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[slots] = True
         out: dict[str, np.ndarray] = {}
-        for name, values in metrics.items():
+        for name, values in self.core.episode_metrics(self.state, slots).items():
             column = np.zeros(self.num_envs, dtype=np.float64)
-            column[slots] = values
-            out[name] = column
-            out[f"_{name}"] = mask
+            valid = ~np.isnan(values)
+            if valid.all():
+                column[slots] = values
+                out[name], out[f"_{name}"] = column, mask.copy()
+            elif valid.any():
+                column[slots[valid]] = values[valid]
+                name_mask = np.zeros(self.num_envs, dtype=bool)
+                name_mask[slots[valid]] = True
+                out[name], out[f"_{name}"] = column, name_mask
         infos[key] = out
         infos[f"_{key}"] = mask
 
+    def _final_observations(self, finished: np.ndarray) -> np.ndarray:
+        """Object array of per-slot observation dicts (``None`` where not finished), as
+        :class:`~gymnasium.vector.SyncVectorEnv` returns in ``info["final_obs"]``."""
+        final = self.core.observe(self.state, finished)
+        keys = list(final)
+        columns = [list(v if v.flags.owndata and v.flags.writeable else np.array(v)) for v in final.values()]
+        out = np.full(self.num_envs, None, dtype=object)
+        dicts = np.empty(len(finished), dtype=object)
+        dicts[:] = [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+        out[finished] = dicts
+        return out
+
     def _observation(self) -> dict[str, np.ndarray]:
         obs = self.core.observe(self.state)
-        if self.copy:
-            return {k: np.array(v) for k, v in obs.items()}
-        return obs
+        if not self.copy:
+            return obs
+        # Copy what aliases the episode state; arrays the core computed afresh are already ours.
+        state_ids = {id(a) for a in self.state.values()}
+        return {
+            k: v if v.flags.owndata and v.flags.writeable and id(v) not in state_ids else np.array(v)
+            for k, v in obs.items()
+        }
 
     def render(self) -> str | None:
         if self.render_mode is None:
@@ -340,4 +412,4 @@ class LmgymVectorEnv(VectorEnv):
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
         self.__dict__.update(saved)
-        self.core = make_core(self.core_class, {k: v for k, v in self._kwargs.items() if k != "shuffle"})
+        self.core = self._make_core({k: v for k, v in self._kwargs.items() if k != "shuffle"})

@@ -39,6 +39,12 @@ class ExampleSampler:
         self.cursor[:] = BLOCK
         self.position[:] = np.arange(self.n_slots)
 
+    def reseed(self, slot: int, rng: np.random.Generator) -> None:
+        """Restart the stream of one slot (a single env reset with a seed)."""
+        self.rngs[slot] = rng
+        self.cursor[slot] = BLOCK
+        self.position[slot] = slot
+
     def draw(self, slots: np.ndarray) -> np.ndarray:
         """Next example id for each of ``slots`` (distinct slot indices)."""
         if not self.shuffle:
