@@ -221,3 +221,72 @@ def test_trec_reader_keeps_coarse_or_fine_labels():
     fine = read_trec(path, fine=True)
     assert ":" not in coarse[0].label and ":" in fine[0].label
     assert json.dumps([e.line for e in coarse[:3]]) == "[1, 2, 3]"
+
+
+# -- Hugging Face hub fallback (a stand-in `datasets` module: no network in tests) --------------
+class _FakeHubSplit(list):
+    def __init__(self, rows, features):
+        super().__init__(rows)
+        self.features = features
+
+
+def _fake_datasets(calls):
+    import types
+
+    class ClassLabel:
+        def __init__(self, names):
+            self.names = names
+
+    class Seq:
+        def __init__(self, feature):
+            self.feature = feature
+
+    def load_dataset(path, name=None, split=None):
+        calls.append((path, name, split))
+        if path == "conll2003":
+            names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+            rows = [{"tokens": ["Ada", "Lovelace", "wrote"], "ner_tags": [1, 2, 0]}, {"tokens": ["Oslo"], "ner_tags": [5]}] * 3
+            return _FakeHubSplit(rows, {"ner_tags": Seq(ClassLabel(names))})
+        if path == "glue":
+            return _FakeHubSplit([{"sentence": f"text {i}", "label": i % 2} for i in range(8)], {})
+        raise FileNotFoundError(path)
+
+    return types.SimpleNamespace(load_dataset=load_dataset)
+
+
+@pytest.fixture
+def fresh_cores():
+    """Hub-backed cores must not be shared with later tests that expect local files."""
+    from lmgym.envs import base
+
+    saved = dict(base._CORES)
+    base._CORES.clear()
+    yield
+    base._CORES.clear()
+    base._CORES.update(saved)
+
+
+def test_hub_fallback_when_no_local_files(monkeypatch, fresh_cores):
+    calls = []
+    monkeypatch.delenv("LMGYM_DATA_DIR", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setitem(__import__("sys").modules, "datasets", _fake_datasets(calls))
+    env = gym.make("lmgym/NER-v0", split="validation")
+    assert env.unwrapped.core.n_examples == 6
+    assert ("conll2003", None, "validation") in calls and ("conll2003", None, "train") in calls
+    obs, _ = env.reset(seed=0)
+    assert env.unwrapped.core.tags[env.unwrapped.expert_action()] in ("B-PER", "B-LOC")
+    sst = gym.make("lmgym/SST2-v0", split="test")
+    assert ("glue", "sst2", "validation") in calls  # GLUE hides test labels: test = validation
+    assert sst.unwrapped.core.labels == ("0", "1")
+
+
+def test_hub_is_not_tried_offline(monkeypatch, fresh_cores):
+    calls = []
+    monkeypatch.delenv("LMGYM_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(__import__("sys").modules, "datasets", _fake_datasets(calls))
+    with pytest.raises(DatasetNotFoundError):
+        gym.make("lmgym/NER-v0")
+    assert calls == []

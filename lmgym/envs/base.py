@@ -7,6 +7,7 @@ rendering, pickling) lives here once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +18,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from lmgym.data.cache import CACHE_ENV
+from lmgym.data.paths import DATA_DIR_ENV
 from lmgym.envs.core import TaskCore
 from lmgym.envs.sampling import ExampleSampler
 
@@ -48,7 +51,8 @@ def make_core(core_class: type[TaskCore], kwargs: dict[str, Any]) -> TaskCore:
     """
     if not _hashable(kwargs):
         return core_class(**kwargs)
-    key = (core_class, _freeze(kwargs))
+    # Where data and caches are looked up is part of the identity of a core.
+    key = (core_class, _freeze(kwargs), os.environ.get(DATA_DIR_ENV), os.environ.get(CACHE_ENV))
     core = _CORES.get(key)
     if core is None:
         core = core_class(**kwargs)
