@@ -39,5 +39,12 @@ def register_envs() -> None:
     # Bring your own TSV/CSV: data_files=, text_column=, label_column=.
     _register("TextClassification-v0", "classification", "TextClassificationEnv")
 
+    # --- Translation (token by token; optimum return 1.0 = sentence BLEU 100) ---------------
+    # No threshold: a mean of sentence BLEUs is not the corpus BLEU papers report (a small
+    # Transformer reaches ~35-38 corpus BLEU on Multi30k test); score with lmgym.evaluate.
+    # Other pairs and corpora: source_lang=, target_lang=, data_files=.
+    _register("Translation-v0", "translation", "TranslationEnv",
+              kwargs={"dataset": "multi30k", "source_lang": "en", "target_lang": "de"})
+
 
 __all__ = ["NAMESPACE", "register_envs"]
