@@ -19,7 +19,8 @@ class DatasetInfo:
 
     :param name: folder name under the data directory.
     :param title: human readable name with citation.
-    :param task: task family (``"ner"``, ``"classification"``, ``"translation"``, ``"qa"``).
+    :param task: task family (``"ner"``, ``"classification"``, ``"translation"``, ``"qa"``,
+        ``"multiple_choice"``).
     :param files: split -> candidate file names inside the folder, first found wins.
         Names may contain ``{src}``/``{tgt}`` placeholders (translation language codes).
     :param sizes: split -> number of examples in the full release (for ``lmgym list``).
@@ -102,6 +103,18 @@ DATASETS: dict[str, DatasetInfo] = {
             },
             sizes={"train": 8582, "validation": 1988, "test": 1988},
             hub=("squad", None),
+        ),
+        DatasetInfo(
+            name="mcqa",
+            title="Multiple-choice QA in lmgym's JSONL format (question, choices, answer)",
+            task="multiple_choice",
+            # No public corpus ships in this layout: the bundled sample, or your own files
+            # converted to one JSON object a line (see read_multiple_choice_jsonl).
+            files={
+                "train": ("train.jsonl",),
+                "validation": ("validation.jsonl", "dev.jsonl"),
+                "test": ("test.jsonl",),
+            },
         ),
     )
 }

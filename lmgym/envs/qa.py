@@ -1,0 +1,872 @@
+"""Question answering: point at the answer span in a paragraph (SQuAD), or pick one option."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from lmgym.data.cache import cached_arrays, fingerprint
+from lmgym.data.errors import DataFormatError, LmgymDataError
+from lmgym.data.loaders import (
+    MultipleChoice,
+    PackedTexts,
+    SquadQuestion,
+    read_multiple_choice_jsonl,
+    read_squad,
+)
+from lmgym.data.sources import Source, dataset_source, file_source
+from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
+from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.core import State, TaskCore, int_box, sel
+from lmgym.metrics import accuracy, squad_em, squad_f1, squad_scores
+
+REWARD_MODES = ("f1", "em")
+WINDOW_MODES = ("answer", "all")
+
+
+# -- extractive QA ----------------------------------------------------------------------------
+def _squad_source(dataset: str, data_files: Any, split: str, data_dir: Any) -> Source:
+    if data_files is not None:
+        return file_source(data_files, split, read_squad)
+    return dataset_source(dataset, split, data_dir, read_squad, hub_reader=_squad_from_hub)
+
+
+def _squad_from_hub(data: Any) -> list[SquadQuestion]:
+    paragraphs: dict[str, int] = {}
+    out = []
+    for r in data:
+        p = paragraphs.setdefault(r["context"], len(paragraphs))
+        answers = tuple(zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True))
+        out.append(SquadQuestion(r["id"], r["question"], r["context"], answers, p))
+    return out
+
+
+def _token_span(offsets: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:
+    """First and last context token overlapping ``[char_start, char_end)`` (``(-1, -1)`` if none)."""
+    first = int(np.searchsorted(offsets[:, 1], char_start, side="right"))
+    last = int(np.searchsorted(offsets[:, 0], char_end, side="left")) - 1
+    if first >= len(offsets) or last < first:
+        return -1, -1
+    return first, last
+
+
+class QACore(TaskCore):
+    """Batched two-step span selection. See :class:`QAEnv` for the behaviour."""
+
+    family = "qa"
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir: str | os.PathLike | None = None,
+        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        dataset: str = "squad",
+        tokenizer: Any = None,
+        max_length: int = 384,
+        doc_stride: int = 128,
+        max_query_length: int = 64,
+        max_answer_tokens: int = 30,
+        windows: str | None = None,
+        reward_mode: str = "f1",
+        vocab_size: int = 8000,
+    ) -> None:
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode={reward_mode!r}: choose one of {REWARD_MODES}")
+        windows = windows if windows is not None else ("answer" if split == "train" else "all")
+        if windows not in WINDOW_MODES:
+            raise ValueError(
+                f"windows={windows!r}: choose one of {WINDOW_MODES} (None: 'answer' for train, 'all' otherwise)"
+            )
+        if max_query_length < 1 or max_length < max_query_length + 4:
+            raise ValueError(
+                f"max_length={max_length} leaves no room for the context after a question of up to "
+                f"max_query_length={max_query_length} tokens: need max_length >= max_query_length + 4"
+            )
+        if doc_stride < 1 or max_answer_tokens < 1:
+            raise ValueError("doc_stride and max_answer_tokens must be >= 1")
+        self.split, self.reward_mode, self.windows = split, reward_mode, windows
+        self.max_length, self.doc_stride = max_length, doc_stride
+        self.max_query_length, self.max_answer_tokens = max_query_length, max_answer_tokens
+        #: In ``windows="all"`` mode position 0 (``[CLS]``) as start means "no answer in this window".
+        self.allow_no_answer = windows == "all"
+        source = _squad_source(dataset, data_files, split, data_dir)
+        train = (
+            source if split == "train" else _squad_source(dataset, data_files, "train", data_dir)
+        )
+        self._source = source
+        self._questions: list[SquadQuestion] | None = None
+
+        def train_texts():
+            seen: set[int] = set()
+            for q in train.load():
+                if q.paragraph not in seen:
+                    seen.add(q.paragraph)
+                    yield q.context
+                yield q.question
+
+        self.tokenizer = resolve_tokenizer(
+            tokenizer, train_texts=train_texts, source_digest=train.digest, vocab_size=vocab_size
+        )
+        self.token_info = TokenizerInfo.of(self.tokenizer)
+        key = fingerprint(
+            "qa",
+            source.digest,
+            self.token_info.digest,
+            max_length,
+            doc_stride,
+            max_query_length,
+            max_answer_tokens,
+            windows,
+        )
+        arrays, meta = cached_arrays("qa", key, self._build)
+        self.data = arrays
+        self.contexts = PackedTexts(arrays["context_data"], arrays["context_offsets"])
+        self.question_texts = PackedTexts(arrays["question_data"], arrays["question_offsets"])
+        self.question_ids = PackedTexts(arrays["qid_data"], arrays["qid_offsets"])
+        self.answer_texts = PackedTexts(arrays["answer_data"], arrays["answer_offsets"])
+        self.n_examples = int(meta["n_examples"])
+        self.n_questions = int(meta["n_questions"])
+        self.n_unreachable = int(meta["n_unreachable"])
+        self.n_long_answers = int(meta["n_long_answers"])
+        self.n_query_truncated = int(meta["n_query_truncated"])
+        self._arange = np.arange(max_length)
+
+        L = max_length
+        self.single_action_space = spaces.Discrete(L)
+        self.single_observation_space = spaces.Dict(
+            {
+                "input_ids": int_box(self.token_info.vocab_size - 1, (L,)),
+                "attention_mask": int_box(1, (L,), dtype=np.int8),
+                "token_type_ids": int_box(1, (L,), dtype=np.int8),
+                "action_mask": int_box(1, (L,), dtype=np.int8),
+                "stage": int_box(1, (1,)),
+                "start": int_box(L - 1, (1,), low=-1),
+            }
+        )
+
+    # -- building the windows (cached) ----------------------------------------------------------
+    def questions(self) -> list[SquadQuestion]:
+        """The raw questions of the split (loaded lazily)."""
+        if self._questions is None:
+            self._questions = self._source.load()
+        return self._questions
+
+    def _window_starts(self, n_context: int, capacity: int) -> list[tuple[int, int]]:
+        """``(first token, length)`` of each window, as BERT's ``run_squad.py`` cuts them."""
+        out, start = [], 0
+        while True:
+            length = min(n_context - start, capacity)
+            out.append((start, length))
+            if start + length >= n_context:
+                return out
+            start += min(length, self.doc_stride)
+
+    def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        questions = self.questions()
+        path = self._source.path or "hub data"
+        info, L, mat = self.token_info, self.max_length, self.max_answer_tokens
+        paragraph_of: dict[int, int] = {}
+        contexts: list[str] = []
+        for q in questions:
+            if q.paragraph not in paragraph_of:
+                paragraph_of[q.paragraph] = len(contexts)
+                contexts.append(q.context)
+        context_enc = self.tokenizer.encode_batch(contexts, add_special_tokens=False)
+        question_enc = self.tokenizer.encode_batch(
+            [q.question for q in questions], add_special_tokens=False
+        )
+        offsets = [np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2) for e in context_enc]
+        par_base = np.zeros(len(contexts) + 1, dtype=np.int64)
+        par_base[1:] = np.cumsum([len(o) for o in offsets])
+
+        rows: list[list[int]] = []
+        columns: dict[str, list[int]] = {
+            k: [] for k in ("length", "lo", "hi", "win_start", "question", "gold_start", "gold_end")
+        }
+        answers: list[str] = []
+        answer_base = [0]
+        n_unreachable = n_long = n_query_truncated = 0
+        for qi, (q, q_enc) in enumerate(zip(questions, question_enc, strict=True)):
+            p = paragraph_of[q.paragraph]
+            ctx_ids, off = context_enc[p].ids, offsets[p]
+            if not ctx_ids:
+                raise DataFormatError(path, None, f"{q.where or q.qid}: the context has no tokens")
+            q_ids = q_enc.ids[: self.max_query_length] or [info.unk_id]
+            n_query_truncated += len(q_enc.ids) > self.max_query_length
+            lo = len(q_ids) + 2
+            spans = []
+            for text, char_start in q.answers:
+                first, last = _token_span(off, char_start, char_start + len(text))
+                if first < 0:
+                    raise DataFormatError(
+                        path,
+                        None,
+                        f"{q.where or q.qid}: answer {text!r} covers no token of the context",
+                    )
+                spans.append((first, last))
+            answers.extend(text for text, _ in q.answers)
+            answer_base.append(len(answers))
+            windows = self._window_starts(len(ctx_ids), L - lo - 1)
+
+            def gold_in(window: tuple[int, int], spans=spans) -> tuple[int, int] | None:
+                ws, wl = window
+                inside = [(a, b) for a, b in spans if a >= ws and b < ws + wl]
+                fitting = [(a, b) for a, b in inside if b - a < mat]
+                return (fitting or inside or [None])[0]
+
+            if self.windows == "answer":
+                scored = [
+                    (min(g[0] - w[0], w[0] + w[1] - 1 - g[1]), -k)
+                    for k, w in enumerate(windows)
+                    if (g := gold_in(w)) is not None
+                ]
+                if scored:
+                    chosen = [windows[-max(scored)[1]]]
+                else:
+                    n_unreachable += 1
+                    chosen = [
+                        next((w for w in windows if w[0] <= spans[0][0] < w[0] + w[1]), windows[0])
+                    ]
+            else:
+                chosen = windows
+            for ws, wl in chosen:
+                gold = gold_in((ws, wl))
+                if gold is not None and gold[1] - gold[0] >= mat:
+                    n_long += 1
+                    gold = (gold[0], gold[0] + mat - 1)
+                row = [info.cls_id, *q_ids, info.sep_id, *ctx_ids[ws : ws + wl], info.sep_id]
+                rows.append(row)
+                columns["length"].append(len(row))
+                columns["lo"].append(lo)
+                columns["hi"].append(lo + wl)
+                columns["win_start"].append(ws)
+                columns["question"].append(qi)
+                columns["gold_start"].append(-1 if gold is None else gold[0] - ws + lo)
+                columns["gold_end"].append(-1 if gold is None else gold[1] - ws + lo)
+        n = len(rows)
+        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = row
+        arrays: dict[str, Any] = {"input_ids": input_ids}
+        arrays.update({k: np.asarray(v, dtype=np.int32) for k, v in columns.items()})
+        arrays["token_offsets"] = (
+            np.concatenate(offsets) if offsets else np.zeros((0, 2), dtype=np.int32)
+        )
+        arrays["par_base"] = par_base
+        arrays["question_par"] = np.array(
+            [paragraph_of[q.paragraph] for q in questions], dtype=np.int32
+        )
+        arrays["answer_base"] = np.asarray(answer_base, dtype=np.int64)
+        for name, texts in (
+            ("context", contexts),
+            ("question", [q.question for q in questions]),
+            ("qid", [q.qid for q in questions]),
+            ("answer", answers),
+        ):
+            packed = PackedTexts.pack(texts)
+            arrays[f"{name}_data"], arrays[f"{name}_offsets"] = packed["data"], packed["offsets"]
+        meta = {
+            "n_examples": n,
+            "n_questions": len(questions),
+            "n_unreachable": n_unreachable,
+            "n_long_answers": n_long,
+            "n_query_truncated": n_query_truncated,
+        }
+        return arrays, meta
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def gold_answers(self, question: int) -> list[str]:
+        base = self.data["answer_base"]
+        return [self.answer_texts[j] for j in range(int(base[question]), int(base[question + 1]))]
+
+    def _char_span(self, window: int, start: int, end: int) -> tuple[int, int]:
+        """Character span of window positions ``start..end`` (both inside the context)."""
+        d = self.data
+        base = (
+            int(d["par_base"][d["question_par"][d["question"][window]]])
+            + int(d["win_start"][window])
+            - int(d["lo"][window])
+        )
+        return int(d["token_offsets"][base + start, 0]), int(d["token_offsets"][base + end, 1])
+
+    def prediction(self, window: int, start: int, end: int) -> str | None:
+        """The text a ``(start, end)`` choice predicts: ``None`` = no answer in this window;
+        ``""`` for a span outside the context or with ``end < start``; else an exact
+        substring of the context."""
+        lo, hi = int(self.data["lo"][window]), int(self.data["hi"][window])
+        if self.allow_no_answer and start == 0:
+            return None
+        if not lo <= start <= end < hi:
+            return ""
+        char_start, char_end = self._char_span(window, start, end)
+        context = self.contexts[int(self.data["question_par"][self.data["question"][window]])]
+        return context[char_start:char_end]
+
+    def _end_bounds(
+        self, start: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Allowed end positions ``[first, last)`` after choosing ``start``."""
+        first = np.maximum(start, lo)
+        last = np.minimum(hi, start + self.max_answer_tokens)
+        empty = first >= last  # a masked start: allow any context token rather than nothing
+        first, last = np.where(empty, lo, first), np.where(empty, hi, last)
+        if self.allow_no_answer:
+            abstain = start == 0
+            first, last = np.where(abstain, 0, first), np.where(abstain, 1, last)
+        return first, last
+
+    # -- batched transitions ---------------------------------------------------------------------
+    def init_state(self, batch_size: int) -> State:
+        n, L = batch_size, self.max_length
+        return {
+            "example": np.zeros(n, dtype=np.int64),
+            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
+            "attention_mask": np.zeros((n, L), dtype=np.int8),
+            "token_type_ids": np.zeros((n, L), dtype=np.int8),
+            "action_mask": np.zeros((n, L), dtype=np.int8),
+            "stage": np.zeros((n, 1), dtype=np.int32),
+            "start": np.full((n, 1), -1, dtype=np.int32),
+            "end": np.full(n, -1, dtype=np.int32),
+            "lo": np.zeros(n, dtype=np.int32),
+            "hi": np.zeros(n, dtype=np.int32),
+            "f1": np.zeros(n, dtype=np.float64),
+            "em": np.zeros(n, dtype=np.float64),
+        }
+
+    def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
+        d, ar = self.data, self._arange
+        lo, hi, length = d["lo"][example_ids], d["hi"][example_ids], d["length"][example_ids]
+        state["example"][slots] = example_ids
+        state["input_ids"][slots] = d["input_ids"][example_ids]
+        state["attention_mask"][slots] = ar < length[:, None]
+        state["token_type_ids"][slots] = (ar >= lo[:, None]) & (ar < length[:, None])
+        mask = (ar >= lo[:, None]) & (ar < hi[:, None])
+        if self.allow_no_answer:
+            mask[:, 0] = True
+        state["action_mask"][slots] = mask
+        state["lo"][slots], state["hi"][slots] = lo, hi
+        state["stage"][slots] = 0
+        state["start"][slots] = -1
+        state["end"][slots] = -1
+        state["f1"][slots] = 0.0
+        state["em"][slots] = 0.0
+
+    def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
+        s = sel(slots)
+        rows = np.arange(len(actions)) if slots is None else slots
+        stage = state["stage"][s, 0]
+        reward = np.zeros(len(actions), dtype=np.float32)
+        choosing_start = stage == 0
+        if choosing_start.any():
+            r, a = rows[choosing_start], actions[choosing_start]
+            state["start"][r, 0] = a
+            state["stage"][r, 0] = 1
+            first, last = self._end_bounds(a, state["lo"][r], state["hi"][r])
+            state["action_mask"][r] = (self._arange >= first[:, None]) & (
+                self._arange < last[:, None]
+            )
+        ending = np.flatnonzero(~choosing_start)
+        for k in ending:
+            row, end = int(rows[k]), int(actions[k])
+            state["end"][row] = end
+            window = int(state["example"][row])
+            pred = self.prediction(window, int(state["start"][row, 0]), end)
+            if pred is None:
+                hit = float(self.data["gold_start"][window] < 0)
+                f1 = em = hit
+            else:
+                golds = self.gold_answers(int(self.data["question"][window]))
+                f1 = max(squad_f1(pred, g) for g in golds)
+                em = max(squad_em(pred, g) for g in golds)
+            state["f1"][row], state["em"][row] = f1, em
+            reward[k] = f1 if self.reward_mode == "f1" else em
+        terminated = ~choosing_start
+        return reward, terminated, np.zeros_like(terminated)
+
+    def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        s = sel(slots)
+        return {
+            "input_ids": state["input_ids"][s],
+            "attention_mask": state["attention_mask"][s],
+            "token_type_ids": state["token_type_ids"][s],
+            "action_mask": state["action_mask"][s],
+            "stage": state["stage"][s],
+            "start": state["start"][s],
+        }
+
+    def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        return state["action_mask"][sel(slots)].astype(bool)
+
+    def expert_actions(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        s = sel(slots)
+        ex = state["example"][s]
+        gold_start, gold_end = self.data["gold_start"][ex], self.data["gold_end"][ex]
+        lo, hi = state["lo"][s], state["hi"][s]
+        no_gold = 0 if self.allow_no_answer else lo
+        start_action = np.where(gold_start >= 0, gold_start, no_gold)
+        start = state["start"][s, 0]
+        first, last = self._end_bounds(start, lo, hi)
+        end_ok = (gold_start >= 0) & (gold_end >= first) & (gold_end < last)
+        end_action = np.where(end_ok, gold_end, first)
+        return np.where(state["stage"][s, 0] == 0, start_action, end_action).astype(np.int64)
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def episode_metrics(self, state: State, slots: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "f1": state["f1"][slots].astype(np.float64),
+            "exact_match": state["em"][slots].astype(np.float64),
+        }
+
+    def episode_record(self, state: State, slot: int) -> dict[str, Any]:
+        window = int(state["example"][slot])
+        start, end = int(state["start"][slot, 0]), int(state["end"][slot])
+        lo, hi = int(self.data["lo"][window]), int(self.data["hi"][window])
+        question = int(self.data["question"][window])
+        pred = self.prediction(window, start, end)
+        return {
+            "example_id": window,
+            "question_index": question,
+            "question_id": self.question_ids[question],
+            "prediction": pred,
+            # BERT's "max context" score: context tokens on the span's shorter side in this window.
+            "context_score": min(start - lo, hi - 1 - end) if pred else -1,
+            "answers": self.gold_answers(question),
+        }
+
+    def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        """SQuAD v1.1 EM/F1 (percent) per question, windows combined.
+
+        A question's prediction is the span of its window with the highest ``context_score``
+        (the first such window on ties) among windows where the policy gave a span;
+        ``""`` when it abstained in all of them (or gave no non-empty span).
+        """
+        best: dict[int, dict[str, Any]] = {}
+        for record in records:
+            q = record["question_index"]
+            current = best.get(q)
+            if current is None or (
+                record["prediction"]
+                and (
+                    not current["prediction"] or record["context_score"] > current["context_score"]
+                )
+            ):
+                best[q] = record
+        chosen = list(best.values())
+        result = squad_scores(
+            [r["answers"] for r in chosen], [r["prediction"] or "" for r in chosen]
+        )
+        result["windows"] = float(len(records))
+        return result
+
+    def render_text(self, state: State, slot: int) -> str:
+        window = int(state["example"][slot])
+        d = self.data
+        lo, hi = int(d["lo"][window]), int(d["hi"][window])
+        question = int(d["question"][window])
+        context = self.contexts[int(d["question_par"][question])]
+        first, _ = self._char_span(window, lo, lo)
+        _, last = self._char_span(window, hi - 1, hi - 1)
+        start, end = int(state["start"][slot, 0]), int(state["end"][slot])
+        text = context[first:last]
+        if lo <= start < hi:
+            a = self._char_span(window, start, start)[0] - first
+            b = self._char_span(window, end, end)[1] - first if start <= end < hi else a
+            text = f"{text[:a]}[[{text[a:b]}]]{text[b:]}" if end >= 0 else f"{text[:a]}[[{text[a:]}"
+        if int(state["stage"][slot, 0]) == 0:
+            pred = "(choosing the start)"
+        elif end < 0:
+            pred = (
+                "(choosing the end)"
+                if not (self.allow_no_answer and start == 0)
+                else "(no answer here: choosing end 0)"
+            )
+        else:
+            p = self.prediction(window, start, end)
+            pred = "(no answer in this window)" if p is None else repr(p)
+        lines = [
+            f"question {self.question_texts[question]}",
+            f"context  {text}",
+            f"gold     {' | '.join(self.gold_answers(question))}",
+            f"pred     {pred}",
+        ]
+        return "\n".join(lines)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "questions": self.n_questions,
+            "unreachable": self.n_unreachable,
+        }
+
+
+class QAEnv(LmgymEnv):
+    """Extractive question answering: point at the answer's first and last token (SQuAD v1.1).
+
+    ## Description
+    One (question, paragraph window) per episode. The observation is the question and the
+    context encoded together, ``[CLS] question [SEP] context [SEP]``. The agent first
+    points at the answer's start token, then at its end token; the span is mapped back to
+    the context's characters through the tokenizer's offsets, so the predicted text is an
+    exact substring of the paragraph, and scored with SQuAD v1.1's normalised F1 / EM.
+
+    Paragraphs longer than a window are cut into overlapping windows as in BERT's
+    ``run_squad.py``: a window holds ``max_length - len(question) - 3`` context tokens and
+    the next one starts ``doc_stride`` tokens later. Which windows are episodes:
+
+    * ``windows="answer"`` (default for ``split="train"``): one episode per question, on the
+      window that contains its gold answer with the most context on both sides.
+    * ``windows="all"`` (default otherwise, what evaluation needs): every window of every
+      question is an episode (``core.n_examples`` windows, ``core.n_questions`` questions).
+      Position 0 (``[CLS]``) is then also a valid start, meaning "the answer is not in this
+      window" (end must then be 0 too), as BERT does for windows without the answer.
+
+    **How evaluation combines windows.** ``core.episode_record`` gives each window's
+    ``question_index``/``question_id``, its ``prediction`` (``None`` when the agent said
+    "not in this window") and a ``context_score`` (BERT's max-context score: the number of
+    context tokens on the span's shorter side inside the window). ``core.corpus_metrics``
+    keeps, per question, the span of the window with the highest ``context_score`` (the
+    first on ties) among windows that gave a span; a question where every window abstained
+    predicts ``""``. The expert abstains in windows without a gold answer and so scores as
+    if every question had one window. Run every window (``shuffle=False``, as
+    ``lmgym.evaluate`` does) and pass all records.
+
+    ## Action Space
+    ``Discrete(max_length)``: a token position in ``input_ids`` (start at stage 0, end at stage 1).
+
+    ## Observation Space
+    | key | dtype | shape | meaning |
+    |---|---|---|---|
+    | input_ids | int32 | (max_length,) | ``[CLS]`` question ``[SEP]`` context window ``[SEP]``, padded |
+    | attention_mask | int8 | (max_length,) | 1 on real tokens |
+    | token_type_ids | int8 | (max_length,) | 0 on ``[CLS]`` question ``[SEP]``, 1 on context + final ``[SEP]`` |
+    | action_mask | int8 | (max_length,) | stage 0: context tokens (+ ``[CLS]`` in ``windows="all"``); stage 1: ``start <= end < start + max_answer_tokens`` inside the context |
+    | stage | int32 | (1,) | 0 choose the start, 1 choose the end |
+    | start | int32 | (1,) | the chosen start, -1 before |
+
+    ## Rewards
+    0 for the start; after the end, ``reward_mode="f1"`` (default): SQuAD token F1 of the
+    predicted text against the best gold answer (``metrics.squad_f1``: lower-case, no
+    punctuation or articles); ``"em"``: exact match after the same normalisation. Saying
+    "not in this window" scores 1 where the window holds no gold answer and 0 where it
+    does. Optimum 1.0 per episode. Masked actions are applied, not refused: a span outside
+    the context or with ``end < start`` predicts ``""`` (score 0).
+
+    ## Starting State
+    A window drawn uniformly from the split (``shuffle=True``) or the next one in order.
+
+    ## Episode End
+    Termination after the second step (the end). There is no truncation.
+    ``info["episode_metrics"]``: ``f1`` and ``exact_match`` of the window (0-1).
+    Corpus metrics (``lmgym.evaluate``): SQuAD v1.1 ``exact_match``/``f1`` in percent, as the
+    official ``evaluate-v1.1.py`` computes them, over questions (windows combined as above).
+
+    ## Arguments
+    ``split`` (train/validation/test; the offline copy splits the official dev file by
+    article, see ``lmgym.data.catalog``), ``data_dir``, ``data_files`` (SQuAD v1.1 JSON of
+    your own: a path or ``{split: path}``), ``tokenizer`` (None = WordPiece trained on the
+    train contexts and questions, ``"minilm"``, a path, a tokenizer object),
+    ``max_length=384``, ``doc_stride=128``, ``max_query_length=64`` (longer questions are cut,
+    ``core.n_query_truncated``), ``max_answer_tokens=30``, ``windows``, ``reward_mode``,
+    ``shuffle``, ``render_mode``. Gold answers longer than ``max_answer_tokens`` are cut for
+    the expert (``core.n_long_answers``); in ``windows="answer"`` mode a question whose answer
+    fits no window gets the window holding the answer's start with no gold span
+    (``core.n_unreachable``; 0 on SQuAD with the defaults).
+
+    >>> import gymnasium as gym, lmgym
+    >>> env = gym.make("lmgym/QA-v0", data_dir="sample")
+    >>> obs, info = env.reset(seed=0)
+    >>> int(obs["stage"][0]), int(obs["start"][0])
+    (0, -1)
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    core_class = QACore
+
+
+class QAVectorEnv(LmgymVectorEnv):
+    """Native vector version of :class:`QAEnv` (same arguments plus ``num_envs``)."""
+
+    core_class = QACore
+
+
+# -- multiple choice ------------------------------------------------------------------------------
+def _mc_source(dataset: str | None, data_files: Any, split: str, data_dir: Any) -> Source:
+    if data_files is not None:
+        return file_source(data_files, split, read_multiple_choice_jsonl)
+    if dataset is None:
+        raise LmgymDataError(
+            "lmgym/MultipleChoiceQA-v0 needs data: data_dir= with an mcqa/ folder, or data_files="
+        )
+    return dataset_source(dataset, split, data_dir, read_multiple_choice_jsonl)
+
+
+def _fit(lengths: list[int], budget: int) -> list[int]:
+    """Cut the longest parts first until the lengths sum to at most ``budget`` (each keeps >= 1)."""
+    if sum(lengths) <= budget:
+        return lengths
+    low, high = 1, max(lengths)
+    while low < high:  # the largest cap c with sum(min(l, c)) <= budget
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return [min(n, low) for n in lengths]
+
+
+class MultipleChoiceQACore(TaskCore):
+    """Batched one-step multiple choice. See :class:`MultipleChoiceQAEnv`."""
+
+    family = "multiple_choice"
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir: str | os.PathLike | None = None,
+        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        dataset: str | None = "mcqa",
+        tokenizer: Any = None,
+        max_length: int = 128,
+        max_choices: int = 5,
+        vocab_size: int = 8000,
+    ) -> None:
+        if max_choices < 2:
+            raise ValueError("max_choices must be >= 2")
+        if max_length < 2 * max_choices + 4:
+            raise ValueError(
+                f"max_length={max_length} is too short for {max_choices} choices: need >= {2 * max_choices + 4}"
+            )
+        self.split, self.max_length, self.max_choices = split, max_length, max_choices
+        source = _mc_source(dataset, data_files, split, data_dir)
+        train = source if split == "train" else _mc_source(dataset, data_files, "train", data_dir)
+        self._source = source
+        self._examples: list[MultipleChoice] | None = None
+
+        def train_texts():
+            for e in train.load():
+                if e.context:
+                    yield e.context
+                yield e.question
+                yield from e.choices
+
+        self.tokenizer = resolve_tokenizer(
+            tokenizer, train_texts=train_texts, source_digest=train.digest, vocab_size=vocab_size
+        )
+        self.token_info = TokenizerInfo.of(self.tokenizer)
+        key = fingerprint("mcqa", source.digest, self.token_info.digest, max_length, max_choices)
+        arrays, meta = cached_arrays("multiple_choice", key, self._build)
+        self.data = arrays
+        self.n_examples = int(meta["n_examples"])
+        self.n_truncated = int(meta["n_truncated"])
+        self.label_counts = np.bincount(arrays["answer"], minlength=max_choices)
+
+        L, C = max_length, max_choices
+        self.single_action_space = spaces.Discrete(C)
+        self.single_observation_space = spaces.Dict(
+            {
+                "input_ids": int_box(self.token_info.vocab_size - 1, (L,)),
+                "attention_mask": int_box(1, (L,), dtype=np.int8),
+                "choice_positions": int_box(L - 1, (C,), low=-1),
+                "action_mask": int_box(1, (C,), dtype=np.int8),
+            }
+        )
+
+    def examples(self) -> list[MultipleChoice]:
+        if self._examples is None:
+            self._examples = self._source.load()
+        return self._examples
+
+    def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        examples = self.examples()
+        info, L, C = self.token_info, self.max_length, self.max_choices
+        n = len(examples)
+        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
+        lengths = np.zeros(n, dtype=np.int32)
+        positions = np.full((n, C), -1, dtype=np.int32)
+        n_choices = np.zeros(n, dtype=np.int32)
+        answer = np.zeros(n, dtype=np.int32)
+        n_truncated = 0
+        for i, e in enumerate(examples):
+            if len(e.choices) > C:
+                raise DataFormatError(
+                    self._source.path or "data",
+                    e.line or None,
+                    f"{len(e.choices)} choices but max_choices={C}; pass max_choices={len(e.choices)} to gym.make",
+                )
+            parts = ([e.context] if e.context else []) + [e.question, *e.choices]
+            encoded = [
+                enc.ids or [info.unk_id]
+                for enc in self.tokenizer.encode_batch(parts, add_special_tokens=False)
+            ]
+            fitted = _fit([len(p) for p in encoded], L - 1 - len(parts))
+            n_truncated += fitted != [len(p) for p in encoded]
+            row = [info.cls_id]
+            first_choice = len(parts) - len(e.choices)
+            for k, (ids, keep) in enumerate(zip(encoded, fitted, strict=True)):
+                if k >= first_choice:
+                    positions[i, k - first_choice] = len(row)
+                row.extend(ids[:keep])
+                row.append(info.sep_id)
+            input_ids[i, : len(row)] = row
+            lengths[i] = len(row)
+            n_choices[i] = len(e.choices)
+            answer[i] = e.answer
+        arrays = {
+            "input_ids": input_ids,
+            "lengths": lengths,
+            "choice_positions": positions,
+            "n_choices": n_choices,
+            "answer": answer,
+        }
+        return arrays, {"n_examples": n, "n_truncated": n_truncated}
+
+    def init_state(self, batch_size: int) -> State:
+        n, L, C = batch_size, self.max_length, self.max_choices
+        return {
+            "example": np.zeros(n, dtype=np.int64),
+            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
+            "attention_mask": np.zeros((n, L), dtype=np.int8),
+            "choice_positions": np.full((n, C), -1, dtype=np.int32),
+            "action_mask": np.zeros((n, C), dtype=np.int8),
+            "pred": np.full(n, -1, dtype=np.int32),
+        }
+
+    def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
+        d = self.data
+        state["example"][slots] = example_ids
+        state["input_ids"][slots] = d["input_ids"][example_ids]
+        state["attention_mask"][slots] = (
+            np.arange(self.max_length) < d["lengths"][example_ids][:, None]
+        )
+        state["choice_positions"][slots] = d["choice_positions"][example_ids]
+        state["action_mask"][slots] = (
+            np.arange(self.max_choices) < d["n_choices"][example_ids][:, None]
+        )
+        state["pred"][slots] = -1
+
+    def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
+        s = sel(slots)
+        state["pred"][s] = actions
+        reward = (actions == self.data["answer"][state["example"][s]]).astype(np.float32)
+        done = np.ones(len(reward), dtype=bool)
+        return reward, done, ~done
+
+    def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        s = sel(slots)
+        return {
+            "input_ids": state["input_ids"][s],
+            "attention_mask": state["attention_mask"][s],
+            "choice_positions": state["choice_positions"][s],
+            "action_mask": state["action_mask"][s],
+        }
+
+    def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        return state["action_mask"][sel(slots)].astype(bool)
+
+    def expert_actions(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        return self.data["answer"][state["example"][sel(slots)]].astype(np.int64)
+
+    def episode_metrics(self, state: State, slots: np.ndarray) -> dict[str, np.ndarray]:
+        hit = state["pred"][slots] == self.data["answer"][state["example"][slots]]
+        return {"accuracy": hit.astype(np.float64)}
+
+    def episode_record(self, state: State, slot: int) -> dict[str, Any]:
+        ex = int(state["example"][slot])
+        return {
+            "example_id": ex,
+            "pred": int(state["pred"][slot]),
+            "gold": int(self.data["answer"][ex]),
+        }
+
+    def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        return accuracy([r["gold"] for r in records], [r["pred"] for r in records])
+
+    def render_text(self, state: State, slot: int) -> str:
+        ex, pred = int(state["example"][slot]), int(state["pred"][slot])
+        e = self.examples()[ex]
+        lines = [f"context  {e.context}"] if e.context else []
+        lines.append(f"question {e.question}")
+        for k, choice in enumerate(e.choices):
+            mark = ("→ " if k == pred else "  ") + ("✓" if k == e.answer and pred >= 0 else " ")
+            lines.append(f"  {mark} {k}. {choice}")
+        return "\n".join(lines)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "truncated": self.n_truncated}
+
+
+class MultipleChoiceQAEnv(LmgymEnv):
+    """Multiple-choice question answering: pick one of up to ``max_choices`` options.
+
+    ## Description
+    One question per episode, with its options (and an optional passage) in one sequence:
+    ``[CLS] (context [SEP]) question [SEP] choice_0 [SEP] choice_1 [SEP] ...``. The agent
+    picks an option; scored with accuracy.
+
+    Data: JSONL, one object a line with ``question`` (str), ``choices`` (list of >= 2 str)
+    and ``answer`` — the 0-based index of the right choice, or its exact text (matching
+    exactly one choice); optional ``context`` (str) and ``id``. The bundled sample
+    (``data_dir="sample"``) is written by the lmgym authors; the catalogued layout is
+    ``mcqa/{train,validation,test}.jsonl``; ``data_files=`` takes your own files.
+
+    ## Action Space
+    ``Discrete(max_choices)``: the index of a choice (options past the example's count are masked).
+
+    ## Observation Space
+    | key | dtype | shape | meaning |
+    |---|---|---|---|
+    | input_ids | int32 | (max_length,) | the sequence above, padded |
+    | attention_mask | int8 | (max_length,) | 1 on real tokens |
+    | choice_positions | int32 | (max_choices,) | position of the first token of each choice, -1 padding |
+    | action_mask | int8 | (max_choices,) | 1 for the example's choices |
+
+    ## Rewards
+    1 for the right choice, 0 otherwise (optimum 1.0 per episode). A masked action is
+    applied (and is wrong).
+
+    ## Starting State
+    A question drawn uniformly from the split (``shuffle=True``) or the next one in order.
+
+    ## Episode End
+    Termination after the single step; ``info["episode_metrics"]["accuracy"]``. Corpus
+    metric: accuracy over the split.
+
+    ## Arguments
+    ``split``, ``data_dir``, ``data_files`` (a path or ``{split: path}``), ``tokenizer``
+    (None = WordPiece trained on the train split's texts, ``"minilm"``, a path, a tokenizer
+    object), ``max_length=128`` (when too long, the longest parts are cut first; every part
+    keeps at least one token; counted in ``core.n_truncated``), ``max_choices=5`` (an example
+    with more is an error naming the line), ``shuffle``, ``render_mode``.
+
+    >>> import gymnasium as gym, lmgym
+    >>> env = gym.make("lmgym/MultipleChoiceQA-v0", data_dir="sample")
+    >>> env.action_space
+    Discrete(5)
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    core_class = MultipleChoiceQACore
+
+
+class MultipleChoiceQAVectorEnv(LmgymVectorEnv):
+    """Native vector version of :class:`MultipleChoiceQAEnv` (same arguments plus ``num_envs``)."""
+
+    core_class = MultipleChoiceQACore
+
+
+__all__ = [
+    "REWARD_MODES",
+    "MultipleChoiceQACore",
+    "MultipleChoiceQAEnv",
+    "MultipleChoiceQAVectorEnv",
+    "QACore",
+    "QAEnv",
+    "QAVectorEnv",
+]
