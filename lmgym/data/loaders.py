@@ -310,14 +310,19 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
             raise fail(where, f"field {key!r} should be a {kind.__name__}, got {type(value).__name__}", needle)
         return value
 
+    def items(obj: object, key: str, where: str, needle: str | None = None) -> list:
+        value = field(obj, key, list, where, needle)
+        assert isinstance(value, list)
+        return value
+
     questions: list[SquadQuestion] = []
     paragraph_index = 0
-    for a, article in enumerate(field(root, "data", list, "top level")):  # type: ignore[arg-type]
-        for p, paragraph in enumerate(field(article, "paragraphs", list, f"data[{a}]")):  # type: ignore[arg-type]
+    for a, article in enumerate(items(root, "data", "top level")):
+        for p, paragraph in enumerate(items(article, "paragraphs", f"data[{a}]")):
             where_p = f"data[{a}].paragraphs[{p}]"
             context = field(paragraph, "context", str, where_p)
             assert isinstance(context, str)
-            for k, qa in enumerate(field(paragraph, "qas", list, where_p)):  # type: ignore[arg-type]
+            for k, qa in enumerate(items(paragraph, "qas", where_p)):
                 where = f"{where_p}.qas[{k}]"
                 qid = qa.get("id") if isinstance(qa, dict) else None
                 needle = f'"{qid}"' if isinstance(qid, str) else None
@@ -326,11 +331,11 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
                 where = f"{where} (id {qid})"
                 if qa.get("is_impossible"):
                     raise fail(where, "unanswerable (SQuAD 2.0) questions are not supported; use SQuAD v1.1 data", needle)
-                answers = field(qa, "answers", list, where, needle)
+                answers = items(qa, "answers", where, needle)
                 if not answers:
                     raise fail(where, "no answers (every SQuAD v1.1 question has at least one)", needle)
                 gold: list[tuple[str, int]] = []
-                for j, answer in enumerate(answers):  # type: ignore[arg-type]
+                for j, answer in enumerate(answers):
                     text = field(answer, "text", str, f"{where}.answers[{j}]", needle)
                     assert isinstance(text, str)
                     if not text.strip():
@@ -351,7 +356,8 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
                             needle,
                         )
                     gold.append((text, start))
-                questions.append(SquadQuestion(qid, question, context, tuple(gold), paragraph_index, where))  # type: ignore[arg-type]
+                assert isinstance(qid, str) and isinstance(question, str)
+                questions.append(SquadQuestion(qid, question, context, tuple(gold), paragraph_index, where))
             paragraph_index += 1
     if not questions:
         raise DataFormatError(path, None, "no questions found (empty 'data'?)")

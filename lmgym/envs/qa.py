@@ -215,7 +215,7 @@ class QACore(TaskCore):
                 ws, wl = window
                 inside = [(a, b) for a, b in spans if a >= ws and b < ws + wl]
                 fitting = [(a, b) for a, b in inside if b - a < mat]
-                return (fitting or inside or [None])[0]
+                return fitting[0] if fitting else (inside[0] if inside else None)
 
             if self.windows == "answer":
                 scored = [

@@ -80,18 +80,16 @@ def resolve_target_tokenizer(
         tokenizer = trained_target_tokenizer(train_texts, source_digest, vocab_size)
     else:
         tokenizer = resolve_tokenizer(spec)
-    eos = next(
-        (tokenizer.token_to_id(t) for t in _EOS_NAMES if tokenizer.token_to_id(t) is not None), None
-    )
-    if eos is None:
+    found = [tokenizer.token_to_id(t) for t in _EOS_NAMES if tokenizer.token_to_id(t) is not None]
+    if not found:
         tokenizer.add_special_tokens(["[EOS]"])
-        eos = tokenizer.token_to_id("[EOS]")
-        if eos is None:
+        found = [tokenizer.token_to_id("[EOS]")]
+        if found[0] is None:
             raise TokenizerError("could not add an [EOS] token to the target tokenizer")
-    pad = next(
-        (tokenizer.token_to_id(t) for t in _PAD_NAMES if tokenizer.token_to_id(t) is not None), eos
-    )
-    return tokenizer, int(eos), int(pad)
+    eos = int(found[0])  # type: ignore[arg-type]
+    pads = [tokenizer.token_to_id(t) for t in _PAD_NAMES if tokenizer.token_to_id(t) is not None]
+    pad = int(pads[0]) if pads and pads[0] is not None else eos
+    return tokenizer, eos, pad
 
 
 # -- where the sentence pairs come from ------------------------------------------------------
@@ -317,7 +315,7 @@ class TranslationCore(TaskCore):
     # -- batched transitions -----------------------------------------------------------------
     def init_state(self, batch_size: int) -> State:
         n, L, T = batch_size, self.max_length, self.max_target_length
-        state = {
+        state: State = {
             "example": np.zeros(n, dtype=np.int64),
             "t": np.zeros(n, dtype=np.int32),
             "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
