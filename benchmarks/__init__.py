@@ -1,0 +1,1 @@
+"""Reproducible leaderboard runs (``lmgym leaderboard``) and the throughput benchmark."""

@@ -1,0 +1,156 @@
+"""Run a leaderboard grid: env × algorithm × backbone × seed, from a YAML spec.
+
+``lmgym leaderboard benchmarks/specs/quick.yml`` (or ``python -m benchmarks.leaderboard``)
+trains every combination with the ``agents`` training code, evaluates on the test split
+with :func:`lmgym.evaluate`, and writes one JSON record per run to
+``benchmarks/results/<spec name>/``. A run whose record exists is skipped, so an
+interrupted grid resumes where it stopped. ``--ray-address auto`` (a running cluster) or
+``--ray local`` runs one run per Ray task; records are written the same way.
+Then ``python -m benchmarks.report`` builds ``LEADERBOARD.md`` and the plots.
+
+Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examples``
+(validation examples per learning-curve point), ``test_examples`` (null = whole split),
+``device``, ``n_envs``, ``envs`` (id -> {make_kwargs: ...}), ``algos``, ``backbones``,
+``seeds``, ``baselines`` (random, majority, expert, supervised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.records import run_id, write_record
+
+HERE = Path(__file__).parent
+NO_BACKBONE = "-"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; picklable so Ray can ship it."""
+
+    spec: str
+    env: str
+    algo: str
+    backbone: str
+    seed: int
+    steps: int
+    eval_every: int
+    eval_examples: int | None
+    test_examples: int | None
+    device: str
+    n_envs: int
+    make_kwargs: dict[str, Any] = field(default_factory=dict)
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.env, self.algo, self.backbone, self.seed)
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    spec = yaml.safe_load(Path(path).read_text())
+    missing = [k for k in ("name", "steps", "envs", "seeds") if k not in spec]
+    if missing:
+        raise SystemExit(f"{path}: spec is missing {', '.join(missing)}")
+    return spec
+
+
+def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
+    """Every run of the grid, baselines first (they are cheap)."""
+    common = {
+        "spec": spec["name"],
+        "steps": int(spec["steps"]),
+        "eval_every": int(spec.get("eval_every", max(1, spec["steps"] // 5))),
+        "eval_examples": spec.get("eval_examples"),
+        "test_examples": spec.get("test_examples"),
+        "device": device or spec.get("device", "cpu"),
+        "n_envs": int(spec.get("n_envs", 8)),
+    }
+    runs: list[RunConfig] = []
+    for env, env_spec in spec["envs"].items():
+        env_spec = env_spec or {}
+        make_kwargs = env_spec.get("make_kwargs", {})
+        for baseline in spec.get("baselines", []):
+            backbones = spec.get("backbones", ["tiny"]) if baseline == "supervised" else [NO_BACKBONE]
+            seeds = spec["seeds"] if baseline in ("random", "supervised") else spec["seeds"][:1]
+            for backbone in backbones:
+                for seed in seeds:
+                    runs.append(RunConfig(env=env, algo=baseline, backbone=backbone, seed=seed, make_kwargs=make_kwargs, **common))
+        for algo in env_spec.get("algos", spec.get("algos", [])):
+            for backbone in env_spec.get("backbones", spec.get("backbones", ["tiny"])):
+                for seed in spec["seeds"]:
+                    hyper = dict(spec.get("hyperparams", {}).get(algo, {}))
+                    runs.append(RunConfig(env=env, algo=algo, backbone=backbone, seed=seed, make_kwargs=make_kwargs, hyperparams=hyper, **common))
+    return runs
+
+
+def execute(config: RunConfig, out_dir: str) -> str:
+    """Run one config and write its record (the unit of work of a Ray task)."""
+    from benchmarks.runner import run_one
+
+    started = time.time()
+    record = run_one(config)
+    record.update(run_id=config.run_id, spec=config.spec, config=asdict(config), wall_time_s=time.time() - started)
+    return str(write_record(Path(out_dir), record))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lmgym leaderboard", description=__doc__.splitlines()[0])
+    parser.add_argument("spec", type=Path, nargs="?", default=HERE / "specs" / "quick.yml")
+    parser.add_argument("--out", type=Path, default=None, help="record folder (default benchmarks/results/<spec name>)")
+    parser.add_argument("--device", default=None, help="override the spec's device (cpu, cuda)")
+    parser.add_argument("--ray", choices=("off", "local"), default="off", help="run one run per Ray task on a local Ray")
+    parser.add_argument("--ray-address", default=None, help="connect to a Ray cluster (e.g. auto) and run there")
+    parser.add_argument("--only", default=None, help="run only run ids containing this text")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    parser.add_argument("--report", action="store_true", help="build LEADERBOARD.md and plots when done")
+    args = parser.parse_args(argv)
+
+    spec = load_spec(args.spec)
+    out = args.out or HERE / "results" / spec["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [r for r in expand(spec, args.device) if args.only is None or args.only in r.run_id]
+    todo = [r for r in runs if not (out / f"{r.run_id}.json").is_file()]
+    print(f"{spec['name']}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to go -> {out}", flush=True)
+    if args.dry_run:
+        for r in todo:
+            print(" ", r.run_id)
+        return 0
+    failures = 0
+    if args.ray_address or args.ray == "local":
+        import ray
+
+        ray.init(address=args.ray_address, ignore_reinit_error=True, log_to_driver=False)
+        task = ray.remote(num_cpus=1)(execute)
+        pending = {task.remote(r, str(out)): r for r in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            config = pending.pop(done[0])
+            try:
+                print("done", ray.get(done[0]), flush=True)
+            except Exception as exc:  # one failed run must not lose the others
+                failures += 1
+                print(f"FAILED {config.run_id}: {exc}", file=sys.stderr, flush=True)
+    else:
+        for config in todo:
+            try:
+                print("done", execute(config, str(out)), flush=True)
+            except Exception as exc:
+                failures += 1
+                print(f"FAILED {config.run_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    if args.report:
+        from benchmarks.report import main as report
+
+        report([])
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
