@@ -41,6 +41,18 @@ def tag_set(sentences: list[TaggedSentence]) -> tuple[str, ...]:
     return ("O", *(f"{p}-{t}" for t in types for p in ("B", "I")))
 
 
+_ROW_STARTS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _row_starts(n: int, width: int) -> np.ndarray:
+    """``arange(n) * width`` (read-only, cached): flat index of each row of an ``[n, width]`` array."""
+    starts = _ROW_STARTS.get((n, width))
+    if starts is None:
+        starts = _ROW_STARTS[(n, width)] = np.arange(n, dtype=np.int64) * width
+        starts.setflags(write=False)
+    return starts
+
+
 class NERCore(TaskCore):
     """Batched NER transitions. See :class:`NEREnv` for the behaviour."""
 
@@ -242,34 +254,51 @@ class NERCore(TaskCore):
         state["f1"][slots] = 0.0
 
     def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
+        # Hot path of the vector env: with slots=None every ``state[k][s]`` is a view updated
+        # in place; with slots it is a copy, written back at the end. Gathers from the data go
+        # through flat ``take`` (cheaper than 2-D fancy indexing), and the entity match checks
+        # run only on the slots where an entity closes.
         s = sel(slots)
+        W = self.max_words
         ex, t, n_words = state["example"][s], state["t"][s], state["n_words"][s]
-        gold = self.data["gold"][ex, t]
+        row = ex * W
+        gold = self.data["gold"].reshape(-1).take(row + t)
         hit = actions == gold
-        state["correct"][s] += hit
-        rows = np.arange(len(ex)) if slots is None else slots
-        state["prev_tags"][rows, t] = actions
+        correct = state["correct"][s]
+        correct += hit
+        prev_tags = state["prev_tags"]
+        if slots is None and prev_tags.flags.c_contiguous:
+            prev_tags.reshape(-1)[_row_starts(len(ex), W) + t] = actions
+        else:
+            prev_tags[np.arange(len(ex)) if slots is None else slots, t] = actions
         state["last"][s] = actions
 
         # Entity bookkeeping with conlleval/seqeval chunk semantics (see metrics.bio_entities).
-        a_type = self.tag_type[actions]
+        a_type = self.tag_type.take(actions)
+        is_o = a_type < 0
         open_start, open_type = state["open_start"][s], state["open_type"][s]
-        starts_new = self.tag_is_b[actions] | (self.tag_is_i[actions] & (open_type != a_type))
-        closes = (open_start >= 0) & ((a_type < 0) | starts_new)
-        tp = state["tp"][s]
-        n_pred = state["n_pred"][s]
-        tp += closes & self._matches(ex, t - 1, open_start, open_type)
+        starts_new = self.tag_is_b.take(actions) | (self.tag_is_i.take(actions) & (open_type != a_type))
+        closes = (open_start >= 0) & (is_o | starts_new)
+        tp, n_pred = state["tp"][s], state["n_pred"][s]
         n_pred += closes
-        open_start = np.where(starts_new, t, np.where(a_type < 0, -1, open_start))
-        open_type = np.where(starts_new, a_type, np.where(a_type < 0, -1, open_type))
-        t = t + 1
+        self._add_matches(tp, closes, row, t - 1, open_start, open_type)
+        np.copyto(open_start, -1, where=is_o)
+        np.copyto(open_start, t, where=starts_new)
+        np.copyto(open_type, -1, where=is_o)
+        np.copyto(open_type, a_type, where=starts_new)
+        t += 1
         terminated = t >= n_words
         final_open = terminated & (open_start >= 0)
-        tp += final_open & self._matches(ex, t - 1, open_start, open_type)
         n_pred += final_open
-        state["tp"][s], state["n_pred"][s], state["t"][s] = tp, n_pred, t
-        state["open_start"][s], state["open_type"][s] = open_start, open_type
-        state["position"][s, 0] = np.where(terminated, 0, self.data["starts"][ex, np.minimum(t, self.max_words - 1)])
+        self._add_matches(tp, final_open, row, t - 1, open_start, open_type)
+        next_start = self.data["starts"].reshape(-1).take(row + np.minimum(t, W - 1))
+        next_start[terminated] = 0
+        if slots is None:
+            state["position"][:, 0] = next_start
+        else:
+            state["position"][slots, 0] = next_start
+            state["t"][slots], state["correct"][slots], state["tp"][slots], state["n_pred"][slots] = t, correct, tp, n_pred
+            state["open_start"][slots], state["open_type"][slots] = open_start, open_type
 
         if self.reward_mode == "token":
             reward = hit.astype(np.float32)
@@ -282,9 +311,20 @@ class NERCore(TaskCore):
             state["f1"][s] = f1
         return reward, terminated, np.zeros_like(terminated)
 
+    def _add_matches(self, tp: np.ndarray, where: np.ndarray, row: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray) -> None:
+        """``tp[i] += 1`` where ``where[i]`` and the entity ``(start, end, etype)`` is gold."""
+        i = np.flatnonzero(where)
+        if len(i):
+            tp[i] += self._matches_flat(row[i], end[i], start[i], etype[i])
+
+    def _matches_flat(self, row: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray) -> np.ndarray:
+        flat = row + np.clip(end, 0, self.max_words - 1)
+        gold_start = self.data["end_start"].reshape(-1).take(flat)
+        gold_type = self.data["end_type"].reshape(-1).take(flat)
+        return (gold_start == start) & (gold_type == etype) & (start >= 0)
+
     def _matches(self, ex: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray) -> np.ndarray:
-        end = np.clip(end, 0, self.max_words - 1)
-        return (self.data["end_start"][ex, end] == start) & (self.data["end_type"][ex, end] == etype) & (start >= 0)
+        return self._matches_flat(ex * self.max_words, end, start, etype)
 
     def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
         s = sel(slots)
