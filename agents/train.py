@@ -1,0 +1,555 @@
+"""Train a transformer policy on a lmgym env: ``python -m agents.train ENV_ID [options]``.
+
+Also ``lmgym train ENV_ID ...`` (the CLI delegates to :func:`main`). Reads top to bottom:
+``Args`` (every field is a flag, ``--help`` shows the help strings), hyperparameters
+(rl-zoo style YAML ``agents/hyperparams/<algo>.yml``: the ``default`` entry, then the
+env's entry, then the entry's ``backbone_overrides[<backbone>]``, then ``--hp KEY=VALUE``),
+env + model setup (optionally behaviour-cloned first), callbacks (evaluation, checkpoints,
+KL control), ``learn``, save.
+
+Example::
+
+    python -m agents.train lmgym/SST2-v0 --algo ppo --backbone minilm --total-timesteps 20000 \\
+        --seed 1 --n-envs 8 --eval-freq 5000 --log-dir runs/
+
+Run names are ``<env>__<algo>__<seed>__<unix time>`` (``/`` in the env id becomes ``-``);
+each run writes ``<log-dir>/<run name>/``: ``progress.csv`` (+ TensorBoard events when
+``tensorboard`` is installed), ``model.zip`` + ``model.json`` (written atomically at every
+checkpoint and at the end), ``best_model.zip`` (best evaluation), ``args.json``.
+``--resume --save-path runs/<run>/model.zip`` continues a run (timesteps keep counting;
+DQN's replay buffer is not saved and starts empty).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
+ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
+#: keys of a hyperparameter entry that are not algorithm constructor arguments
+SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
+              "pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides")  # fmt: skip
+#: metrics, in order of preference, that decide the best checkpoint
+PRIMARY_METRICS = ("entity_f1", "accuracy", "bleu", "f1", "exact_match", "mean_reward")
+
+
+@dataclass
+class Args:
+    """Command-line arguments (``--help`` shows each field's help)."""
+
+    env_id: str = field(metadata={"help": "env id, e.g. lmgym/SST2-v0", "positional": True})
+    algo: str = field(default="ppo", metadata={"help": f"one of {', '.join(ALGOS)}"})
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "tiny | minilm | a from_pretrained folder (default: the YAML's)"},
+    )
+    total_timesteps: int | None = field(
+        default=None, metadata={"help": "env steps to train (default: the YAML's)"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed (envs, torch, numpy)"})
+    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
+    n_envs: int | None = field(
+        default=None, metadata={"help": "parallel envs (default: the YAML's)"}
+    )
+    eval_freq: int = field(
+        default=0,
+        metadata={
+            "help": "evaluate every N env steps on the validation split (0 = only at the end, -1 = never)"
+        },
+    )
+    eval_max_examples: int | None = field(
+        default=500, metadata={"help": "validation examples per evaluation (None = all)"}
+    )
+    checkpoint_freq: int = field(
+        default=0, metadata={"help": "save model.zip every N env steps (0 = only at the end)"}
+    )
+    log_dir: str = field(default="runs", metadata={"help": "folder holding one sub-folder per run"})
+    run_name: str | None = field(
+        default=None, metadata={"help": "run folder name (default env__algo__seed__time)"}
+    )
+    save_path: str | None = field(
+        default=None, metadata={"help": "model zip (default <log-dir>/<run>/model.zip)"}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "continue from --save-path instead of starting fresh"}
+    )
+    hyperparams: str | None = field(
+        default=None,
+        metadata={"help": "YAML file to read instead of agents/hyperparams/<algo>.yml"},
+    )
+    hp: list[str] = field(
+        default_factory=list,
+        metadata={"help": "override a hyperparameter: KEY=VALUE (YAML value), repeatable"},
+    )
+    env_kwarg: list[str] = field(
+        default_factory=list, metadata={"help": "gym.make kwarg KEY=VALUE (YAML value), repeatable"}
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "data folder passed to gym.make (or 'sample')"}
+    )
+    pretrain_steps: int | None = field(
+        default=None,
+        metadata={"help": "behaviour-cloning steps before RL (default: the YAML's, else 0)"},
+    )
+    kl_coef: float | None = field(
+        default=None, metadata={"help": "KL penalty toward the starting policy (0 = off)"}
+    )
+    kl_target: float | None = field(
+        default=None,
+        metadata={"help": "adapt the KL coefficient toward this per-step KL (Ziegler et al.)"},
+    )
+    dtype: str | None = field(
+        default=None, metadata={"help": "bf16 | fp16 autocast of the encoder (GPU)"}
+    )
+    compile: bool = field(default=False, metadata={"help": "torch.compile the encoder (GPU)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
+    progress_bar: bool | None = field(
+        default=None, metadata={"help": "show a progress bar (default: when stdout is a terminal)"}
+    )
+    verbose: int = field(default=1, metadata={"help": "0 quiet, 1 SB3 logs to stdout"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """An argparse parser generated from :class:`Args`."""
+    parser = argparse.ArgumentParser(prog="agents.train", description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(Args):
+        help_text = f.metadata.get("help", "")
+        flag = "--" + f.name.replace("_", "-")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, help=help_text)
+        elif f.type in ("bool", bool) or f.type == "bool | None":
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=help_text,
+            )
+        elif f.type == "list[str]":
+            parser.add_argument(
+                flag, dest=f.name, action="append", default=[], metavar="KEY=VALUE", help=help_text
+            )
+        else:
+            kind = {"int": int, "int | None": int, "float | None": float}.get(str(f.type), str)
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=kind,
+                default=f.default,
+                help=f"{help_text} (default: {f.default})",
+            )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    ns = build_parser().parse_args(argv)
+    args = Args(**vars(ns))
+    if args.algo not in ALGOS:
+        raise SystemExit(f"--algo {args.algo!r}: choose one of {', '.join(ALGOS)}")
+    return args
+
+
+# -- hyperparameters ---------------------------------------------------------------------
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _key_values(items: list[str], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"{what} {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _yaml_value(value)
+    return out
+
+
+def load_hyperparams(
+    algo: str, env_id: str, backbone: str | None = None, path: str | None = None
+) -> dict[str, Any]:
+    """The merged hyperparameter entry of ``env_id`` for ``algo``.
+
+    :param algo: algorithm name (file ``agents/hyperparams/<algo>.yml``).
+    :param env_id: entry key; ``default`` is applied first, then this entry if present.
+    :param backbone: applies ``backbone_overrides[backbone]`` of the merged entry.
+    :param path: read this YAML file instead.
+    """
+    import yaml
+
+    file = Path(path) if path else HYPERPARAMS_DIR / f"{algo}.yml"
+    table = yaml.safe_load(file.read_text()) or {}
+    entry: dict[str, Any] = {}
+    for key in ("default", env_id):
+        for name, value in (table.get(key) or {}).items():
+            if isinstance(value, dict) and isinstance(entry.get(name), dict):
+                entry[name] = {**entry[name], **value}
+            else:
+                entry[name] = value
+    backbone = backbone or entry.get("backbone", "tiny")
+    overrides = (entry.pop("backbone_overrides", None) or {}).get(backbone, {})
+    entry.update(overrides)
+    entry["backbone"] = backbone
+    return entry
+
+
+# -- setup -------------------------------------------------------------------------------
+def run_name(env_id: str, algo: str, seed: int, when: float | None = None) -> str:
+    """``<env>__<algo>__<seed>__<unix time>`` with ``/`` in the env id replaced by ``-``."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in env_id)
+    return f"{safe}__{algo}__{seed}__{int(when if when is not None else time.time())}"
+
+
+def _register_envs(env_id: str) -> None:
+    try:
+        import lmgym  # noqa: F401  (registers lmgym/*)
+    except ImportError:
+        pass
+    if env_id.startswith("agents_testing/"):
+        from agents.testing import register_fake_envs
+
+        register_fake_envs()
+
+
+def make_env(env_id: str, n_envs: int, seed: int, make_kwargs: dict[str, Any]) -> Any:
+    """An SB3 ``VecEnv`` of ``n_envs`` copies (``DummyVecEnv`` of ``Monitor``-wrapped envs).
+
+    Not SB3's ``make_vec_env``: it forces ``render_mode="rgb_array"``, which text envs
+    (render modes ``ansi``/``human``) reject.
+    """
+    import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    def factory(rank: int) -> Any:
+        def make() -> gym.Env:
+            env = Monitor(gym.make(env_id, **make_kwargs))
+            env.action_space.seed(seed + rank)
+            return env
+
+        return make
+
+    venv = DummyVecEnv([factory(i) for i in range(n_envs)])
+    venv.seed(seed)
+    return venv
+
+
+def default_policy(algo: str) -> str:
+    return {"dqn": "TransformerQPolicy", "maskable_ppo": "MaskableTransformerPolicy"}.get(
+        algo, "TransformerPolicy"
+    )
+
+
+def policy_class(name: str) -> type:
+    import agents
+
+    if not hasattr(agents, name):
+        raise SystemExit(
+            f"policy {name!r} is not in agents (TransformerPolicy, MaskableTransformerPolicy, TransformerQPolicy)"
+        )
+    return getattr(agents, name)
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_tokenizer(venv: Any, backbone: str) -> str | None:
+    """A warning when the env's tokenizer is not the pretrained backbone's (ids would mean other words)."""
+    if backbone == "tiny":
+        return None
+    from agents.backbones import MINILM_HINT, backbone_tokenizer
+
+    try:
+        expected = backbone_tokenizer(backbone)
+        actual = venv.get_attr("tokenizer", indices=[0])[0]
+    except Exception:  # noqa: BLE001 - only a courtesy check
+        return None
+    if expected is None or actual is None or not hasattr(actual, "get_vocab_size"):
+        return None
+    if actual.get_vocab_size() != expected.get_vocab_size() or actual.token_to_id(
+        "[CLS]"
+    ) != expected.token_to_id("[CLS]"):
+        return (
+            f"the env's tokenizer ({actual.get_vocab_size()} ids) is not backbone {backbone!r}'s "
+            f"({expected.get_vocab_size()}): token ids will not mean what the pretrained model learned; {MINILM_HINT}"
+        )
+    return None
+
+
+# -- callbacks ---------------------------------------------------------------------------
+def _eval_callback_class() -> type:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class LmgymEvalCallback(BaseCallback):
+        """Evaluate on the validation split every ``eval_freq`` env steps; keep the best model.
+
+        Uses ``lmgym.evaluate`` (corpus metrics) when it can run the env, otherwise SB3's
+        ``evaluate_policy`` (mean episode reward) on a fresh env.
+        """
+
+        def __init__(
+            self, evaluate: Any, eval_freq: int, best_path: Path | None, save: Any, verbose: int = 0
+        ) -> None:
+            super().__init__(verbose)
+            self.evaluate, self.eval_freq, self.best_path, self.save = (
+                evaluate,
+                eval_freq,
+                best_path,
+                save,
+            )
+            self.best: float = -np.inf
+            self.last_eval_step = 0
+            self.results: list[dict[str, Any]] = []
+
+        def _on_step(self) -> bool:
+            if self.eval_freq > 0 and self.num_timesteps - self.last_eval_step >= self.eval_freq:
+                self.run()
+            return True
+
+        def run(self) -> dict[str, Any]:
+            self.last_eval_step = self.num_timesteps
+            result = self.evaluate(self.model)
+            result["timesteps"] = self.num_timesteps
+            self.results.append(result)
+            for key, value in result.items():
+                if (
+                    isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                    and key != "timesteps"
+                ):
+                    self.logger.record(f"eval/{key}", float(value))
+            score = next((float(result[m]) for m in PRIMARY_METRICS if m in result), None)
+            if score is not None and score > self.best:
+                self.best = score
+                if self.best_path is not None:
+                    self.save(self.best_path)
+            self.logger.dump(self.num_timesteps)
+            return result
+
+    return LmgymEvalCallback
+
+
+def make_evaluator(
+    env_id: str, make_kwargs: dict[str, Any], max_examples: int | None, seed: int
+) -> Any:
+    """``model -> metrics dict`` on the validation split."""
+
+    def evaluate(model: Any) -> dict[str, Any]:
+        if env_id.startswith("lmgym/"):
+            try:
+                import lmgym
+
+                kwargs = {k: v for k, v in make_kwargs.items() if k != "split"}
+                return dict(
+                    lmgym.evaluate(
+                        model, env_id, split="validation", max_examples=max_examples, **kwargs
+                    )
+                )
+            except (ImportError, AttributeError, NotImplementedError, ValueError) as err:
+                print(
+                    f"lmgym.evaluate unavailable ({err}); falling back to mean reward",
+                    file=sys.stderr,
+                )
+        import gymnasium as gym
+        from stable_baselines3.common.evaluation import evaluate_policy
+
+        kwargs = dict(make_kwargs)
+        if env_id.startswith("lmgym/"):
+            kwargs["split"] = "validation"
+        from stable_baselines3.common.monitor import Monitor
+
+        env = Monitor(gym.make(env_id, **kwargs))
+        env.reset(seed=seed + 10_000)
+        mean, std = evaluate_policy(
+            model, env, n_eval_episodes=min(max_examples or 100, 100), deterministic=True
+        )
+        return {"mean_reward": float(mean), "std_reward": float(std)}
+
+    return evaluate
+
+
+def _checkpoint_callback_class() -> type:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class CheckpointCallback(BaseCallback):
+        """Write the model (atomically, with its sidecar) every ``freq`` env steps."""
+
+        def __init__(self, freq: int, save: Any, path: Path) -> None:
+            super().__init__(0)
+            self.freq, self.save, self.path, self.last = freq, save, path, 0
+
+        def _on_step(self) -> bool:
+            if self.freq > 0 and self.num_timesteps - self.last >= self.freq:
+                self.last = self.num_timesteps
+                self.save(self.path)
+            return True
+
+    return CheckpointCallback
+
+
+# -- main --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m agents.train`` and ``lmgym train``; returns an exit code."""
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch as th
+    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.logger import configure
+
+    from agents.evaluate import algorithms, load_model, save_model
+    from agents.kl import KLPenaltyCallback
+    from agents.policies import env_policy_kwargs
+    from agents.pretrain import pretrain
+
+    if args.threads:
+        th.set_num_threads(args.threads)
+    _register_envs(args.env_id)
+
+    # hyperparameters: YAML default <- env entry <- backbone override <- --hp
+    hp = load_hyperparams(args.algo, args.env_id, args.backbone, args.hyperparams)
+    hp.update(_key_values(args.hp, "--hp"))
+    backbone = hp.pop("backbone")
+    n_envs = int(args.n_envs or hp.pop("n_envs", 1))
+    hp.pop("n_envs", None)
+    total_timesteps = int(args.total_timesteps or hp.pop("total_timesteps", 10_000))
+    hp.pop("total_timesteps", None)
+    make_kwargs = {
+        **(hp.pop("env_kwargs", None) or {}),
+        **_key_values(args.env_kwarg, "--env-kwarg"),
+    }
+    if args.data_dir:
+        make_kwargs["data_dir"] = args.data_dir
+    policy_kwargs = dict(hp.pop("policy_kwargs", None) or {})
+    policy_name = hp.pop("policy", None) or default_policy(args.algo)
+    pretrain_steps = int(
+        args.pretrain_steps if args.pretrain_steps is not None else hp.pop("pretrain_steps", 0)
+    )
+    pretrain_lr = float(hp.pop("pretrain_lr", 1e-4))
+    kl_coef = float(args.kl_coef if args.kl_coef is not None else hp.pop("kl_coef", 0.0))
+    kl_target = args.kl_target if args.kl_target is not None else hp.pop("kl_target", None)
+    kl_horizon = int(hp.pop("kl_horizon", 10_000))
+    for key in SETUP_KEYS:
+        hp.pop(key, None)
+
+    name = args.run_name or (
+        Path(args.save_path).parent.name
+        if args.resume and args.save_path
+        else run_name(args.env_id, args.algo, args.seed)
+    )
+    run_dir = Path(args.log_dir) / name
+    save_path = Path(args.save_path) if args.save_path else run_dir / "model.zip"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    venv = make_env(args.env_id, n_envs, args.seed, make_kwargs)
+    warning = check_tokenizer(venv, backbone)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+    policy_kwargs = {"backbone": backbone, **env_policy_kwargs(venv), **policy_kwargs}
+    if args.algo == "trpo":
+        policy_kwargs.setdefault("attention_backend", "math")
+    if args.dtype:
+        policy_kwargs["dtype"] = args.dtype
+    if args.compile:
+        policy_kwargs["compile"] = True
+
+    algo_cls = algorithms()[args.algo]
+    if args.resume:
+        if not Path(save_path).is_file():
+            raise SystemExit(f"--resume: no model at {save_path}")
+        model, _ = load_model(save_path, env=venv, device=args.device)
+    else:
+        model = algo_cls(
+            policy_class(policy_name), venv, seed=args.seed, device=args.device, verbose=0,
+            policy_kwargs=policy_kwargs, **hp,
+        )  # fmt: skip
+    formats = (
+        (["stdout"] if args.verbose else [])
+        + ["csv"]
+        + (["tensorboard"] if _tensorboard_available() else [])
+    )
+    model.set_logger(configure(str(run_dir), formats))
+
+    facts = {"run_name": name, "seed": args.seed, "backbone": backbone, "hyperparams": hp}
+
+    def save(path: Path) -> None:
+        save_model(model, path, env_id=args.env_id, make_kwargs=make_kwargs, **facts)
+
+    (run_dir / "args.json").write_text(json.dumps({**dataclasses.asdict(args), "resolved": {
+        "n_envs": n_envs, "total_timesteps": total_timesteps, "make_kwargs": make_kwargs,
+        "policy": policy_name, "policy_kwargs": policy_kwargs, "algo_kwargs": hp,
+    }}, indent=2, default=repr) + "\n")  # fmt: skip
+
+    if pretrain_steps > 0 and not args.resume:
+        stats = pretrain(
+            model, args.env_id, steps=pretrain_steps, lr=pretrain_lr, seed=args.seed, **make_kwargs
+        )
+        model.logger.record("pretrain/initial_accuracy", stats["initial_accuracy"])
+        model.logger.record("pretrain/final_accuracy", stats["final_accuracy"])
+        model.logger.record("pretrain/final_loss", stats["final_loss"])
+        model.logger.dump(0)
+
+    callbacks: list[Any] = []
+    if kl_coef > 0:
+        if not hasattr(model, "rollout_buffer"):
+            raise SystemExit(
+                "--kl-coef needs an on-policy algorithm (ppo, a2c, trpo, maskable_ppo, reinforce)"
+            )
+        callbacks.append(KLPenaltyCallback(coef=kl_coef, target_kl=kl_target, horizon=kl_horizon))
+    evaluator = None
+    if args.eval_freq >= 0:
+        evaluator = _eval_callback_class()(
+            make_evaluator(args.env_id, make_kwargs, args.eval_max_examples, args.seed),
+            args.eval_freq, run_dir / "best_model.zip", save,
+        )  # fmt: skip
+        callbacks.append(evaluator)
+    if args.checkpoint_freq > 0:
+        callbacks.append(_checkpoint_callback_class()(args.checkpoint_freq, save, save_path))
+
+    progress = args.progress_bar if args.progress_bar is not None else sys.stdout.isatty()
+    if progress:
+        try:
+            import rich  # noqa: F401
+            import tqdm  # noqa: F401
+        except ImportError:
+            progress = False
+    remaining = total_timesteps - (model.num_timesteps if args.resume else 0)
+    if remaining > 0:
+        model.learn(
+            remaining, callback=CallbackList(callbacks), progress_bar=progress,
+            reset_num_timesteps=not args.resume, tb_log_name=name,
+        )  # fmt: skip
+    if evaluator is not None and evaluator.last_eval_step != model.num_timesteps:
+        evaluator.init_callback(model)
+        evaluator.run()
+    save(save_path)
+    summary = {
+        "run_dir": str(run_dir),
+        "model": str(save_path),
+        "timesteps": int(model.num_timesteps),
+    }
+    if evaluator is not None and evaluator.results:
+        summary["eval"] = evaluator.results[-1]
+    print(json.dumps(summary, default=repr))
+    venv.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
