@@ -74,6 +74,21 @@ def make_core(core_class: type[TaskCore], kwargs: dict[str, Any]) -> TaskCore:
     return core
 
 
+_DICT_BUILDERS: dict[tuple[str, ...], Any] = {}
+
+
+def _dict_builder(keys: tuple[str, ...]) -> Any:
+    """``f(*values) -> {keys[0]: values[0], ...}`` as one dict literal: twice as fast as
+    ``dict(zip(keys, values))`` when building a final observation per finished slot (the
+    code generation ``collections.namedtuple`` uses; keys enter as ``repr`` literals)."""
+    builder = _DICT_BUILDERS.get(keys)
+    if builder is None:
+        args = ", ".join(f"_{i}" for i in range(len(keys)))
+        body = ", ".join(f"{key!r}: _{i}" for i, key in enumerate(keys))
+        builder = _DICT_BUILDERS[keys] = eval(f"lambda {args}: {{{body}}}")  # noqa: S307
+    return builder
+
+
 def check_actions(actions: Any, n_actions: int, batch: int | None) -> np.ndarray:
     """Validate and convert actions to ``int64`` (shape ``(batch,)``, or scalar when ``batch`` is None)."""
     array = np.asarray(actions)
@@ -85,8 +100,9 @@ def check_actions(actions: Any, n_actions: int, batch: int | None) -> np.ndarray
     expected = () if batch is None else (batch,)
     if array.shape != expected and not (batch is None and array.shape == (1,)):
         raise ValueError(f"expected an action of shape {expected}, got shape {array.shape}")
-    array = array.astype(np.int64).reshape(expected)
-    if np.any((array < 0) | (array >= n_actions)):
+    array = array.astype(np.int64, copy=False).reshape(expected)
+    # Two reductions instead of three temporaries: this runs on every vector step.
+    if array.size and (array.min() < 0 or array.max() >= n_actions):
         bad = array[(array < 0) | (array >= n_actions)].ravel()[0]
         raise ValueError(f"action {int(bad)} out of range: the action space is Discrete({n_actions}), valid actions 0..{n_actions - 1}")
     return array
@@ -397,7 +413,7 @@ class LmgymVectorEnv(VectorEnv):
         columns = [list(v if v.flags.owndata and v.flags.writeable else np.array(v)) for v in final.values()]
         out = np.full(self.num_envs, None, dtype=object)
         dicts = np.empty(len(finished), dtype=object)
-        dicts[:] = [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+        dicts[:] = list(map(_dict_builder(tuple(keys)), *columns))
         out[finished] = dicts
         return out
 

@@ -43,6 +43,18 @@ def _trec_from_hub(data: Any) -> list[LabelledText]:
     return [LabelledText(r["text"], names[r["coarse_label"]]) for r in data]
 
 
+_POSITIONS: dict[int, np.ndarray] = {}
+
+
+def _positions(n: int) -> np.ndarray:
+    """``arange(n)`` (read-only, cached)."""
+    positions = _POSITIONS.get(n)
+    if positions is None:
+        positions = _POSITIONS[n] = np.arange(n)
+        positions.setflags(write=False)
+    return positions
+
+
 class ClassificationCore(TaskCore):
     """Batched one-step classification. See :class:`TextClassificationEnv`."""
 
@@ -135,9 +147,17 @@ class ClassificationCore(TaskCore):
         }
 
     def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
+        lengths = self.data["lengths"].take(example_ids)[:, None]
+        if len(slots) == len(state["example"]) and np.array_equal(slots, _positions(len(slots))):
+            # Every slot restarts (one-step episodes): gather straight into the state.
+            np.take(self.data["input_ids"], example_ids, axis=0, out=state["input_ids"])
+            np.less(_positions(self.max_length), lengths, out=state["attention_mask"])
+            state["example"][:] = example_ids
+            state["pred"][:] = -1
+            return
         state["example"][slots] = example_ids
-        state["input_ids"][slots] = self.data["input_ids"][example_ids]
-        state["attention_mask"][slots] = np.arange(self.max_length) < self.data["lengths"][example_ids][:, None]
+        state["input_ids"][slots] = self.data["input_ids"].take(example_ids, axis=0)
+        state["attention_mask"][slots] = _positions(self.max_length) < lengths
         state["pred"][slots] = -1
 
     def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
