@@ -19,7 +19,7 @@ produces: per-env info dicts with ``terminal_observation``, ``TimeLimit.truncate
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -94,27 +94,57 @@ class LmgymVecEnv(VecEnv):
             {"TimeLimit.truncated": t} for t in (truncated & ~terminated).tolist()
         ]
         if dones.any():
+            # Per-env dicts are SB3's API; build them from whole columns (tolist + zip), not per key.
             finished = np.flatnonzero(dones)
             elapsed = round(time.time() - self.t_start, 6)
-            final_obs = infos["final_obs"]
-            final_info = infos.get("final_info", {})
-            metrics = final_info.get("episode_metrics")
-            returns, lengths = self._returns[finished].tolist(), self._lengths[finished].tolist()
+            returns = self._returns[finished]
+            if np.array_equal(returns, np.round(returns)):
+                rounded = returns.tolist()  # integral returns: round(x, 6) == x
+            else:
+                rounded = [round(r, 6) for r in returns.tolist()]
+            episodes = [
+                {"r": r, "l": n, "t": elapsed}
+                for r, n in zip(rounded, self._lengths[finished].tolist(), strict=True)
+            ]
+            final_obs = infos["final_obs"][finished].tolist()
+            metrics = self._episode_metrics(infos.get("final_info", {}), finished)
             resets = self._per_env(infos, finished)
             for j, i in enumerate(finished.tolist()):
                 info = info_list[i]
-                info["terminal_observation"] = final_obs[i]
-                info["episode"] = {"r": round(returns[j], 6), "l": lengths[j], "t": elapsed}
-                if metrics is not None and final_info["_episode_metrics"][i]:
-                    info["episode_metrics"] = {
-                        k: float(v[i])
-                        for k, v in metrics.items()
-                        if k[0] != "_" and metrics[f"_{k}"][i]
-                    }
+                info["terminal_observation"] = final_obs[j]
+                info["episode"] = episodes[j]
+                if metrics[j] is not None:
+                    info["episode_metrics"] = metrics[j]
                 self.reset_infos[i] = resets[j]
             self._returns[finished] = 0.0
             self._lengths[finished] = 0
         return obs, rewards.astype(np.float32), dones, info_list
+
+    @staticmethod
+    def _episode_metrics(
+        final_info: dict[str, Any], finished: np.ndarray
+    ) -> list[dict[str, float] | None]:
+        """``episode_metrics`` of each finished env as a single env reports them (floats;
+        only the metrics that apply to its episode), or None where it has none."""
+        metrics = final_info.get("episode_metrics")
+        if metrics is None:
+            return [None] * len(finished)
+        has = final_info["_episode_metrics"][finished].tolist()
+        names = [k for k in metrics if k[0] != "_"]
+        values = [metrics[k][finished].tolist() for k in names]
+        masks = [metrics[f"_{k}"][finished] for k in names]
+        if all(m.all() for m in masks):
+            return [
+                dict(zip(names, row, strict=True)) if h else None
+                for h, row in zip(has, zip(*values, strict=True), strict=True)
+            ]
+        mask_lists = [m.tolist() for m in masks]
+        return [
+            {k: v for k, v, ok in zip(names, row, oks, strict=True) if ok} if h else None
+            for h, row, oks in zip(
+                has, zip(*values, strict=True), zip(*mask_lists, strict=True), strict=True
+            )
+        ]
 
     def close(self) -> None:
         self.venv.close()
@@ -163,23 +193,30 @@ class LmgymVecEnv(VecEnv):
 
     # -- helpers -----------------------------------------------------------------------------------
     @staticmethod
-    def _per_env(infos: dict[str, Any], slots: Iterable[int]) -> list[dict[str, Any]]:
+    def _per_env(infos: dict[str, Any], slots: Any) -> list[dict[str, Any]]:
         """Top-level reset infos (``example_id``, ...) of each slot, as a single env gives them."""
+        slots = np.asarray(slots if isinstance(slots, np.ndarray) else list(slots))
         keys = [
             k
             for k, v in infos.items()
             if k[0] != "_" and k not in ("final_obs", "final_info") and isinstance(v, np.ndarray)
         ]
-        out = []
-        for i in slots:
-            out.append(
-                {
-                    k: infos[k][i].item() if infos[k].ndim == 1 else infos[k][i]
-                    for k in keys
-                    if infos[f"_{k}"][i]
-                }
+        if not keys:
+            return [{} for _ in range(len(slots))]
+        # .tolist() turns numpy scalars into Python ones, as the single env returns them.
+        columns = [
+            infos[k][slots].tolist() if infos[k].ndim == 1 else list(infos[k][slots]) for k in keys
+        ]
+        masks = [infos[f"_{k}"][slots] for k in keys]
+        if all(m.all() for m in masks):
+            return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+        mask_lists = [m.tolist() for m in masks]
+        return [
+            {k: v for k, v, ok in zip(keys, row, oks, strict=True) if ok}
+            for row, oks in zip(
+                zip(*columns, strict=True), zip(*mask_lists, strict=True), strict=True
             )
-        return out
+        ]
 
 
 def make_vec_env(
