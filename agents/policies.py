@@ -341,7 +341,8 @@ class TransformerQNetwork(QNetwork):
 class TransformerQPolicy(DQNPolicy):
     """DQN policy (``q_net`` + ``q_net_target``, each with its own encoder).
 
-    :param net_arch: hidden widths of the head MLP (default ``[256]``).
+    :param net_arch: hidden widths of the head MLP (default ``[256]``); a
+        ``dict(pi=..., vf=...)`` (as for the actor-critic policies) uses ``qf`` or ``pi``.
     :param ortho_init: accepted for a uniform interface; ignored (DQN never ortho-inits).
     Other arguments as :class:`TransformerPolicy`.
     """
@@ -351,7 +352,7 @@ class TransformerQPolicy(DQNPolicy):
         observation_space: spaces.Dict,
         action_space: spaces.Discrete,
         lr_schedule: Schedule,
-        net_arch: list[int] | None = None,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         backbone: str | None = None,
         vocab_size: int | None = None,
@@ -380,6 +381,8 @@ class TransformerQPolicy(DQNPolicy):
         encoder = dict(backbone=backbone, vocab_size=vocab_size, backbone_kwargs=backbone_kwargs,
                        dtype=dtype, compile=compile, trim_padding=trim_padding,
                        attention_backend=attention_backend)  # fmt: skip
+        if isinstance(net_arch, dict):
+            net_arch = list(net_arch.get("qf", net_arch.get("pi", [256])))
         super().__init__(
             observation_space,
             action_space,

@@ -93,7 +93,9 @@ def pretrain(
     :param log_interval: record ``pretrain/*`` in the model's logger every so many steps (0 = never).
     :return: ``{"loss": [...], "accuracy": [...], "initial_accuracy", "final_accuracy",
         "final_loss", "episodes", "samples"}``; accuracy is the greedy action's agreement
-        with the expert on each batch, measured before that batch's update.
+        with the expert on each batch, measured before that batch's update
+        (``initial_accuracy``: the first batch, i.e. the untrained policy; ``final_*``: mean
+        of the last ``min(20, steps // 5)`` batches).
     """
     stream = ExpertStream(env_or_id, n_envs=n_envs, seed=seed, **make_kwargs)
     policy = model.policy
@@ -131,7 +133,7 @@ def pretrain(
     return {
         "loss": losses,
         "accuracy": accuracies,
-        "initial_accuracy": float(np.mean(accuracies[:window])) if accuracies else float("nan"),
+        "initial_accuracy": accuracies[0] if accuracies else float("nan"),
         "final_accuracy": float(np.mean(accuracies[-window:])) if accuracies else float("nan"),
         "final_loss": float(np.mean(losses[-window:])) if losses else float("nan"),
         "episodes": stream.episodes,

@@ -223,14 +223,23 @@ def _register_envs(env_id: str) -> None:
 
 
 def make_env(env_id: str, n_envs: int, seed: int, make_kwargs: dict[str, Any]) -> Any:
-    """An SB3 ``VecEnv`` of ``n_envs`` copies (``DummyVecEnv`` of ``Monitor``-wrapped envs).
+    """An SB3 ``VecEnv`` of ``n_envs`` episodes of ``env_id``.
 
-    Not SB3's ``make_vec_env``: it forces ``render_mode="rgb_array"``, which text envs
-    (render modes ``ansi``/``human``) reject.
+    lmgym ids with a native vector env use ``lmgym.sb3.make_vec_env`` (one batched step
+    for all envs); anything else a ``DummyVecEnv`` of ``Monitor``-wrapped envs (not SB3's
+    ``make_vec_env``: it forces ``render_mode="rgb_array"``, which text envs reject).
     """
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
+
+    if gym.spec(env_id).vector_entry_point is not None:
+        try:
+            import lmgym.sb3
+        except ImportError:
+            pass
+        else:
+            return lmgym.sb3.make_vec_env(env_id, n_envs=n_envs, seed=seed, **make_kwargs)
 
     def factory(rank: int) -> Any:
         def make() -> gym.Env:

