@@ -187,3 +187,54 @@ def test_invalid_actions_rejected():
         env.step(np.array([0, 1, 2]))
     with pytest.raises(TypeError, match="integers"):
         env.step(np.array([0.5, 1.0]))
+
+
+def test_masked_action_sampler_is_valid_and_uniform():
+    from lmgym.bench import MaskedActionSampler
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((64, 50)) < 0.1
+    masks[0] = False
+    masks[0, 7] = True  # one valid action: always found (by the fallback if no candidate hits)
+    sampler = MaskedActionSampler(64, 50, seed=1)
+    counts = np.zeros(50)
+    for _ in range(400):
+        actions = sampler(masks)
+        assert actions[0] == 7
+        assert masks[np.arange(64), actions].all()
+        counts += np.bincount(actions[1:2], minlength=50)
+    valid = np.flatnonzero(masks[1])
+    share = counts[valid] / counts.sum()
+    np.testing.assert_allclose(share, 1 / len(valid), atol=0.08)
+
+
+def test_bench_quick_run_writes_json(tmp_path):
+    import json
+
+    from lmgym.bench import main
+
+    out = tmp_path / "bench.json"
+    argv = [
+        "--quick",
+        "--envs",
+        "lmgym/NER-v0",
+        "--num-envs",
+        "8",
+        "--sync-envs",
+        "8",
+        "--sb3-envs",
+        "0",
+        "--seconds",
+        "0.03",
+        "--json",
+        str(out),
+    ]
+    assert main(argv) == 0
+    payload = json.loads(out.read_text())
+    (row,) = payload["results"]
+    assert (
+        row["env_id"] == "lmgym/NER-v0"
+        and row["native_8"]["steps_per_s"] > 0
+        and row["native_over_sync"] > 0
+    )
+    assert {"cpu", "versions", "git_commit"} <= set(payload["meta"])
