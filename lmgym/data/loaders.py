@@ -37,6 +37,10 @@ class LabelledText:
     line: int = 0  #: 1-based line in the source file (0 when not from a file)
 
 
+#: The UTF-8 byte-order mark some editors write at the start of a file.
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def open_text(path: str | Path, encoding: str = "utf-8") -> io.TextIOBase:
     """Open a text file, decompressing ``.gz`` files; errors name the file."""
     path = Path(path)
@@ -62,6 +66,10 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
     with handle:
         try:
             for lineno, raw in enumerate(handle, start=1):  # noqa: B007
+                if lineno == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM) :]  # editors' byte-order mark is not part of the first field
+                if b"\x00" in raw:
+                    raise DataFormatError(path, lineno, "NUL byte (\\x00) in a text file: the file is binary or corrupt")
                 try:
                     line = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
@@ -136,7 +144,7 @@ def read_table(
         _, header_line = next(lines)
     except StopIteration:
         raise DataFormatError(path, None, "empty file: expected a header row") from None
-    header = next(csv.reader([header_line], delimiter=delimiter))
+    header = _csv_row(path, 1, header_line, delimiter, csv.QUOTE_MINIMAL)
     found = []
     for wanted in (text_column, label_column):
         names = (wanted,) if isinstance(wanted, str) else tuple(wanted)
@@ -150,7 +158,7 @@ def read_table(
     for lineno, line in lines:
         if not line.strip():
             continue
-        row = next(csv.reader([line], delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL))
+        row = _csv_row(path, lineno, line, delimiter, csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
         if len(row) != len(header):
             raise DataFormatError(path, lineno, f"expected {len(header)} columns, found {len(row)}")
         label = row[label_i].strip()
@@ -160,6 +168,15 @@ def read_table(
     if not examples:
         raise DataFormatError(path, None, "no examples after the header row")
     return examples
+
+
+def _csv_row(path: Path, lineno: int, line: str, delimiter: str, quoting: int) -> list[str]:
+    """Split one line with :mod:`csv`; its errors (a lone ``\\r`` inside a line) name the file and line."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter, quoting=quoting))
+    except csv.Error as exc:
+        hint = "; a carriage return (\\r) inside the line? use \\n or \\r\\n line endings" if "\r" in line else ""
+        raise DataFormatError(path, lineno, f"cannot split the line into columns ({exc}){hint}") from exc
 
 
 def read_trec(path: str | Path, fine: bool = False, encoding: str = "latin-1") -> list[LabelledText]:
@@ -181,12 +198,16 @@ def read_trec(path: str | Path, fine: bool = False, encoding: str = "latin-1") -
 def read_json(path: str | Path) -> object:
     """Load a JSON file, reporting syntax errors with their line number."""
     try:
-        with open_text(path) as handle:
+        with open_text(path, encoding="utf-8-sig") as handle:  # -sig: tolerate a byte-order mark
             return json.load(handle)
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, exc.lineno, f"invalid JSON: {exc.msg}") from exc
     except UnicodeDecodeError as exc:
         raise DataFormatError(path, None, f"not valid utf-8 text ({exc.reason})") from exc
+    except RecursionError as exc:
+        raise DataFormatError(path, None, "JSON nested too deeply to read") from exc
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise DataFormatError(path, None, f"corrupt or truncated file: {exc}") from exc
 
 
 # -- translation and question answering ------------------------------------------------------
@@ -380,6 +401,8 @@ def read_multiple_choice_jsonl(path: str | Path, encoding: str = "utf-8") -> lis
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataFormatError(path, lineno, f"invalid JSON (column {exc.colno}): {exc.msg}") from exc
+        except RecursionError as exc:
+            raise DataFormatError(path, lineno, "JSON nested too deeply to read") from exc
         if not isinstance(record, dict):
             raise DataFormatError(path, lineno, f"expected a JSON object, got {type(record).__name__}")
         for key in ("question", "choices", "answer"):
