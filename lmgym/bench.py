@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -74,8 +75,12 @@ class MaskedActionSampler:
         self.n, self.n_actions, self.k = n, n_actions, k
         self.rng = np.random.default_rng(seed)
         dtype = np.int32 if n * n_actions < 2**31 else np.int64
-        self.candidates = self.rng.integers(0, n_actions, size=(pool, n, k), dtype=dtype)
-        self.flat = self.candidates + (np.arange(n, dtype=dtype) * n_actions)[None, :, None]
+        self.candidates: np.ndarray = self.rng.integers(
+            0, n_actions, size=(pool, n, k), dtype=dtype
+        )
+        self.flat: np.ndarray = (
+            self.candidates + (np.arange(n, dtype=dtype) * n_actions)[None, :, None]
+        )
         self.rows = np.arange(n)
         self.i = 0
 
@@ -145,7 +150,7 @@ def _timed_loop(
 
 
 def bench_single(env_id: str, kwargs: dict[str, Any], seconds: float) -> dict[str, float]:
-    env = gym.make(env_id, **kwargs)
+    env: Any = gym.make(env_id, **kwargs)
     env.reset(seed=0)
     sampler = MaskedActionSampler(1, env.action_space.n)
     unwrapped = env.unwrapped
@@ -161,7 +166,7 @@ def bench_single(env_id: str, kwargs: dict[str, Any], seconds: float) -> dict[st
 
 
 def bench_sync(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> dict[str, float]:
-    env = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", **kwargs)
+    env: Any = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", **kwargs)
     env.reset(seed=0)
     sampler = MaskedActionSampler(n, env.single_action_space.n)
     result = _timed_loop(
@@ -174,7 +179,7 @@ def bench_sync(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> d
 def bench_native(
     env_id: str, kwargs: dict[str, Any], n: int, seconds: float, copy: bool = True
 ) -> dict[str, float]:
-    env = gym.make_vec(
+    env: Any = gym.make_vec(
         env_id, num_envs=n, vectorization_mode="vector_entry_point", copy=copy, **kwargs
     )
     env.reset(seed=0)
@@ -189,7 +194,7 @@ def bench_sb3(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> di
 
     import lmgym.sb3
 
-    env = lmgym.sb3.make_vec_env(env_id, n_envs=n, seed=0, **kwargs)
+    env: Any = lmgym.sb3.make_vec_env(env_id, n_envs=n, seed=0, **kwargs)
     env.reset()
     sampler = MaskedActionSampler(n, env.action_space.n)
     result = _timed_loop(n, lambda: get_action_masks(env), env.step, sampler, seconds, 10)
@@ -206,7 +211,9 @@ def bench_env(
         "data": kwargs.get("data_dir", kwargs.get("data_files")),
     }
     try:
-        env = gym.make_vec(env_id, num_envs=1, vectorization_mode="vector_entry_point", **kwargs)
+        env: Any = gym.make_vec(
+            env_id, num_envs=1, vectorization_mode="vector_entry_point", **kwargs
+        )
     except LmgymDataError as exc:
         if kwargs == sample_kwargs(env_id):
             row["error"] = f"{type(exc).__name__}: {exc}"
@@ -229,7 +236,9 @@ def bench_env(
     if args.sync_envs > 0:
         plan.append(("sync", lambda: bench_sync(env_id, kwargs, args.sync_envs, args.seconds)))
     for n in native_ns:
-        plan.append((f"native_{n}", lambda n=n: bench_native(env_id, kwargs, n, args.seconds)))
+        plan.append(
+            (f"native_{n}", functools.partial(bench_native, env_id, kwargs, n, args.seconds))
+        )
     small = [n for n in native_ns if n <= 1024]
     if small:
         plan.append(

@@ -237,7 +237,7 @@ def make_vec_env(
         raise ValueError(
             f"{env_id} has no native vector env (vector_entry_point); lmgym.sb3 needs one"
         )
-    venv = gym.make_vec(
+    venv: Any = gym.make_vec(
         env_id,
         num_envs=n_envs,
         vectorization_mode="vector_entry_point",

@@ -164,7 +164,7 @@ class MultiTaskCore(TaskCore):
         self.obs_layout: dict[
             str, tuple[int, np.dtype, int]
         ] = {}  # key -> (width, dtype, pad fill)
-        boxes: dict[str, spaces.Box] = {}
+        boxes: dict[str, spaces.Space] = {}
         self._present: list[list[tuple[str, int]]] = [
             [] for _ in self.cores
         ]  # (key, width) per task
@@ -452,8 +452,8 @@ class TaskMixSampler(ExampleSampler):
 class _TaskInfo:
     """What policies and logs read about the tasks (shared by the single and vector env)."""
 
-    core: MultiTaskCore
-    sampler: TaskMixSampler
+    core: Any  # a MultiTaskCore
+    sampler: Any  # a TaskMixSampler
 
     @property
     def task_ids(self) -> list[str]:
