@@ -259,3 +259,34 @@ def test_single_env_checks_and_pickles():
         assert_same(clone.step(action), env.unwrapped.step(action))
         if clone._needs_reset:
             assert_same(clone.reset(), env.unwrapped.reset())
+
+
+def test_a_task_registered_time_limit_applies_inside_the_mix():
+    env_id = "lmgymtest/NERTwoSteps-v0"
+    gym.register(
+        env_id,
+        entry_point="lmgym.envs.ner:NEREnv",
+        kwargs={"dataset": "conll2003"},
+        max_episode_steps=2,
+    )
+    try:
+        env = gym.make_vec(
+            MT,
+            num_envs=16,
+            tasks=[env_id, "lmgym/SST2-v0"],
+            data_dir="sample",
+            autoreset_mode="SameStep",
+        )
+        obs, _ = env.reset(seed=0)
+        length = np.zeros(16, dtype=int)
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            task = obs["task_id"][:, 0].copy()
+            obs, _, term, trunc, _ = env.step(random_actions(env.unwrapped.action_masks(), rng))
+            length += 1
+            assert np.all(length[task == 0] <= 2)
+            assert np.all(trunc[(task == 0) & (length == 2)] | term[(task == 0) & (length == 2)])
+            assert not trunc[task == 1].any()
+            length[term | trunc] = 0
+    finally:
+        del gym.registry[env_id]
