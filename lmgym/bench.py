@@ -12,7 +12,8 @@ Every step uses random *valid* actions: the env's ``action_masks()`` is called e
 and an action drawn uniformly among the valid ones (rejection sampling from a precomputed
 pool of candidates, see :class:`MaskedActionSampler`). The time of the mask call, of the
 action draw and of ``step`` are measured separately: ``steps/s`` counts ``step`` only,
-``loop/s`` all three. Results are printed as a table and written atomically as JSON with
+``loop/s`` all three. Each measurement lasts ``--seconds`` and at least until ``N``
+episodes have ended, so expensive episode ends (sentence BLEU, SQuAD F1) are included. Results are printed as a table and written atomically as JSON with
 the CPU model, library versions and git commit.
 """
 
@@ -101,76 +102,94 @@ class MaskedActionSampler:
 def _timed_loop(
     n: int,
     masks: Callable[[], np.ndarray],
-    step: Callable[[np.ndarray], Any],
+    step: Callable[[np.ndarray], int],
     sampler: MaskedActionSampler,
     seconds: float,
     min_steps: int,
-    windows: int = 3,
 ) -> dict[str, Any]:
-    """Run ``masks -> sampler -> step`` for ``seconds`` split into ``windows`` windows and
-    report the best window (the machine is shared: the best window is the one least
-    disturbed by other processes), plus every window's step throughput."""
+    """Run ``masks -> sampler -> step`` (``step`` returns how many episodes ended) for at
+    least ``seconds`` and ``min_steps`` calls, and until ``n`` episodes have ended, so that
+    tasks whose episodes all end together (translation with random actions runs every
+    slot to the length limit) have their expensive episode ends inside the measurement
+    (capped at ``20 * seconds``). Rates are over the whole span; ``thirds_steps_per_s``
+    (the span cut in three) shows how much other processes on the machine disturbed it."""
     for _ in range(3):  # warm-up
         step(sampler(masks()))
     clock = time.perf_counter
-    best: dict[str, Any] | None = None
-    per_window = []
-    for _ in range(windows):
-        t_mask = t_act = t_step = 0.0
-        steps = 0
-        start = clock()
-        while True:
-            t0 = clock()
-            m = masks()
-            t1 = clock()
-            a = sampler(m)
-            t2 = clock()
-            step(a)
-            t3 = clock()
-            t_mask += t1 - t0
-            t_act += t2 - t1
-            t_step += t3 - t2
-            steps += 1
-            if steps >= min_steps and t3 - start >= seconds / windows:
-                break
-        window = {
-            "num_envs": n,
-            "iterations": steps,
-            "steps_per_s": n * steps / t_step,
-            "loop_steps_per_s": n * steps / (t_mask + t_act + t_step),
-            "step_us": 1e6 * t_step / steps,
-            "mask_us": 1e6 * t_mask / steps,
-            "action_us": 1e6 * t_act / steps,
-        }
-        per_window.append(window["steps_per_s"])
-        if best is None or window["steps_per_s"] > best["steps_per_s"]:
-            best = window
-    assert best is not None
-    return {**best, "windows_steps_per_s": per_window}
+    t_mask = t_act = 0.0
+    step_times: list[float] = []
+    episodes = 0
+    start = clock()
+    while True:
+        t0 = clock()
+        m = masks()
+        t1 = clock()
+        a = sampler(m)
+        t2 = clock()
+        episodes += step(a)
+        t3 = clock()
+        t_mask += t1 - t0
+        t_act += t2 - t1
+        step_times.append(t3 - t2)
+        elapsed = t3 - start
+        if (
+            len(step_times) >= min_steps
+            and elapsed >= seconds
+            and (episodes >= n or elapsed >= 20 * seconds)
+        ):
+            break
+    steps = len(step_times)
+    t_step = float(np.sum(step_times))
+    thirds = [
+        n * len(part) / float(np.sum(part))
+        for part in np.array_split(np.array(step_times), 3)
+        if len(part)
+    ]
+    return {
+        "num_envs": n,
+        "iterations": steps,
+        "episodes": episodes,
+        "steps_per_s": n * steps / t_step,
+        "loop_steps_per_s": n * steps / (t_mask + t_act + t_step),
+        "step_us": 1e6 * t_step / steps,
+        "mask_us": 1e6 * t_mask / steps,
+        "action_us": 1e6 * t_act / steps,
+        "thirds_steps_per_s": thirds,
+    }
 
 
-def bench_single(env_id: str, kwargs: dict[str, Any], seconds: float) -> dict[str, float]:
+def _vector_step(env: Any) -> Callable[[np.ndarray], int]:
+    def step(actions: np.ndarray) -> int:
+        _, _, terminated, truncated, _ = env.step(actions)
+        return int(np.count_nonzero(terminated | truncated))
+
+    return step
+
+
+def bench_single(env_id: str, kwargs: dict[str, Any], seconds: float) -> dict[str, Any]:
     env: Any = gym.make(env_id, **kwargs)
     env.reset(seed=0)
     sampler = MaskedActionSampler(1, env.action_space.n)
     unwrapped = env.unwrapped
 
-    def step(action: np.ndarray) -> None:
+    def step(action: np.ndarray) -> int:
         _, _, terminated, truncated, _ = env.step(int(action[0]))
         if terminated or truncated:
             env.reset()
+            return 1
+        return 0
 
     result = _timed_loop(1, lambda: unwrapped.action_masks()[None], step, sampler, seconds, 20)
     env.close()
     return result
 
 
-def bench_sync(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> dict[str, float]:
+def bench_sync(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> dict[str, Any]:
     env: Any = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", **kwargs)
     env.reset(seed=0)
     sampler = MaskedActionSampler(n, env.single_action_space.n)
     result = _timed_loop(
-        n, lambda: np.stack(env.call("action_masks")), env.step, sampler, seconds, 3
+        n, lambda: np.stack(env.call("action_masks")), _vector_step(env), sampler, seconds, 3
     )
     env.close()
     return result
@@ -178,18 +197,18 @@ def bench_sync(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> d
 
 def bench_native(
     env_id: str, kwargs: dict[str, Any], n: int, seconds: float, copy: bool = True
-) -> dict[str, float]:
+) -> dict[str, Any]:
     env: Any = gym.make_vec(
         env_id, num_envs=n, vectorization_mode="vector_entry_point", copy=copy, **kwargs
     )
     env.reset(seed=0)
     sampler = MaskedActionSampler(n, env.single_action_space.n)
-    result = _timed_loop(n, env.unwrapped.action_masks, env.step, sampler, seconds, 10)
+    result = _timed_loop(n, env.unwrapped.action_masks, _vector_step(env), sampler, seconds, 10)
     env.close()
     return {**result, "copy": copy}
 
 
-def bench_sb3(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> dict[str, float]:
+def bench_sb3(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> dict[str, Any]:
     from sb3_contrib.common.maskable.utils import get_action_masks
 
     import lmgym.sb3
@@ -197,7 +216,11 @@ def bench_sb3(env_id: str, kwargs: dict[str, Any], n: int, seconds: float) -> di
     env: Any = lmgym.sb3.make_vec_env(env_id, n_envs=n, seed=0, **kwargs)
     env.reset()
     sampler = MaskedActionSampler(n, env.action_space.n)
-    result = _timed_loop(n, lambda: get_action_masks(env), env.step, sampler, seconds, 10)
+
+    def step(actions: np.ndarray) -> int:
+        return int(np.count_nonzero(env.step(actions)[2]))
+
+    result = _timed_loop(n, lambda: get_action_masks(env), step, sampler, seconds, 10)
     env.close()
     return result
 
@@ -363,7 +386,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     small = [n for n in args.num_envs if n <= 1024]
     loop_n = max(small) if small else args.num_envs[0]
     table = Table(
-        title="lmgym env-steps/s, best of 3 windows (step only; loop = step + action_masks + random valid action)"
+        title="lmgym env-steps/s (step only; loop = step + action_masks + random valid action)"
     )
     table.add_column("env")
     table.add_column("single", justify="right")
