@@ -27,7 +27,7 @@ import numpy as np
 
 CACHE_ENV = "LMGYM_CACHE_DIR"
 #: Bump when the on-disk layout or any tokenisation logic changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 _digests: dict[tuple[str, int, int], str] = {}
 

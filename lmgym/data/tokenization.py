@@ -127,18 +127,72 @@ def wordpiece_from_vocab(vocab_file: Path, lowercase: bool = True) -> Tokenizer:
     return tokenizer
 
 
+#: First private-use code point standing in for "a character after the first of a word"
+#: while training (see :func:`train_wordpiece`); planes 15-16 hold 131,072 of them.
+_CONTINUATION_BASE = 0xF0000
+_PRIVATE = chr(_CONTINUATION_BASE)
+
+
 def train_wordpiece(
     texts: Iterable[str], vocab_size: int, lowercase: bool = False, special_tokens: tuple[str, ...] = SPECIAL_TOKENS
 ) -> Tokenizer:
-    """Train a WordPiece vocabulary with the ``tokenizers`` library (deterministic)."""
+    """Train a WordPiece vocabulary, identically in every process.
+
+    ``tokenizers``' own ``WordPieceTrainer`` numbers the ``##x`` continuation symbols in the
+    iteration order of a Rust ``HashMap`` (randomly seeded per process), and merges of equal
+    count are then broken by those ids: two processes trained different vocabularies on the
+    same texts. Here every word is pre-tokenized in Python, each character after its first
+    is replaced by a private-use stand-in (a distinct symbol, as ``##x`` is), and the
+    deterministic prefix-free ``BpeTrainer`` learns the merges (same algorithm: BPE merges
+    read as a WordPiece vocabulary); the stand-ins are then mapped back to ``##`` pieces.
+    """
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
+    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    continuation: dict[str, str] = {}
+
+    def mapped(text: str) -> str:
+        words = []
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            if max(word) >= _PRIVATE:
+                raise TokenizerError(
+                    f"training text {text[:40]!r} uses private-use characters (U+F0000..U+10FFFF); "
+                    "cannot train a vocabulary on it: strip them or pass tokenizer="
+                )
+            pieces = [word[0]]
+            for char in word[1:]:
+                stand_in = continuation.get(char)
+                if stand_in is None:
+                    if len(continuation) >= 0x110000 - _CONTINUATION_BASE:
+                        raise TokenizerError("too many distinct characters to train a WordPiece vocabulary")
+                    stand_in = continuation[char] = chr(_CONTINUATION_BASE + len(continuation))
+                pieces.append(stand_in)
+            words.append("".join(pieces))
+        return " ".join(words)
+
+    corpus = [mapped(text) for text in texts]
+    order = sorted(continuation)  # stand-ins in code-point order of the characters they stand for
+    remap = {continuation[c]: chr(_CONTINUATION_BASE + i) for i, c in enumerate(order)}
+    back = {chr(_CONTINUATION_BASE + i): c for i, c in enumerate(order)}
+    table = str.maketrans(remap)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(special_tokens), min_frequency=1, show_progress=False
     )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    bpe.train_from_iterator((text.translate(table) for text in corpus), trainer=trainer)
+    vocab: dict[str, int] = {}
+    for token, token_id in bpe.get_vocab(with_added_tokens=True).items():
+        if token in special_tokens or token[0] not in back:
+            piece = token[0] + "".join(back.get(c, c) for c in token[1:])
+        else:
+            piece = "##" + "".join(back[c] for c in token)
+        vocab[piece] = token_id
+    tokenizer.model = models.WordPiece(vocab, unk_token="[UNK]")
+    for token in special_tokens:
+        tokenizer.add_special_tokens([token])
     return tokenizer
 
 
