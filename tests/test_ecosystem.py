@@ -1,5 +1,7 @@
 """lmgym in other RL libraries: Gymnasium wrappers, TorchRL, a CleanRL-style script,
 rl-zoo3 and RLlib. Each test runs the library for real, on the bundled sample data.
+The libraries are required test dependencies (no import skips): see docs/ECOSYSTEM.md
+for the pip lines.
 
 The layouts documented in docs/ECOSYSTEM.md are checked against the code here too.
 """
@@ -78,7 +80,7 @@ def test_documented_flat_layout_matches_the_envs():
 # -- TorchRL ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec", LMGYM_SPECS, ids=lambda s: s.id)
 def test_torchrl_specs_convert_and_random_rollout_respects_masks(spec):
-    torch = pytest.importorskip("torch")
+    import torch
     from torchrl.envs.utils import check_env_specs
 
     from agents.torchrl_example import make_env
@@ -203,7 +205,6 @@ def test_agents_hyperparams_are_not_read_by_rl_zoo_as_is():
 
 
 def test_rl_zoo3_trains_ppo_on_sst2(tmp_path):
-    pytest.importorskip("rl_zoo3")
     config = rl_zoo_config(
         ROOT / "agents" / "hyperparams" / "ppo.yml", "lmgym/SST2-v0",
         backbone="tiny", env_kwargs={"data_dir": "sample"},
@@ -232,7 +233,8 @@ def test_rl_zoo3_trains_ppo_on_sst2(tmp_path):
 def test_rllib_ppo_one_iteration_on_ner_and_sst2():
     """RLlib PPO (new API stack, FlattenObservations connector) trains one iteration on each
     env with 2 env-runner processes that build their own env from the pickled creator."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     from agents.rllib_example import make_config, register
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
