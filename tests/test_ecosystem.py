@@ -237,7 +237,9 @@ def test_rllib_ppo_one_iteration_on_ner_and_sst2():
 
     from agents.rllib_example import make_config, register
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         register()
         for env_id in ("lmgym/NER-v0", "lmgym/SST2-v0"):
@@ -261,4 +263,5 @@ def test_rllib_ppo_one_iteration_on_ner_and_sst2():
             assert np.isfinite(result["learners"]["default_policy"]["total_loss"])
             print(f"RLlib {env_id}: {time.perf_counter() - start:.1f}s")
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
