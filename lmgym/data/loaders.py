@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lmgym.data.errors import DataFormatError
 
@@ -170,7 +171,7 @@ def read_table(
     return examples
 
 
-def _csv_row(path: Path, lineno: int, line: str, delimiter: str, quoting: int) -> list[str]:
+def _csv_row(path: Path, lineno: int, line: str, delimiter: str, quoting: Literal[0, 1, 2, 3]) -> list[str]:
     """Split one line with :mod:`csv`; its errors (a lone ``\\r`` inside a line) name the file and line."""
     try:
         return next(csv.reader([line], delimiter=delimiter, quoting=quoting))
