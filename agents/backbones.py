@@ -17,6 +17,7 @@ log-probabilities computed with the policy in eval mode (rollout) and train mode
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from torch import nn
@@ -106,7 +107,26 @@ def make_backbone(
         kwargs: dict[str, Any] = {"local_files_only": local}
         if getattr(config, "model_type", None) == "bert":
             kwargs["add_pooling_layer"] = False  # the policy heads replace the pooler
-        model = transformers.AutoModel.from_pretrained(path, **kwargs)
+        # transformers reports the dropped pooler weights as "unexpected": silence that
+        # report and complain only about weights the encoder needed but did not find.
+        hf_logging = transformers.utils.logging
+        verbosity, bars_on = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            model, info = transformers.AutoModel.from_pretrained(
+                path, output_loading_info=True, **kwargs
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bars_on:
+                hf_logging.enable_progress_bar()
+        if info.get("missing_keys"):
+            warnings.warn(
+                f"backbone {backbone!r}: weights not found in the checkpoint, left randomly "
+                f"initialised: {sorted(info['missing_keys'])[:8]}",
+                stacklevel=2,
+            )
         model_vocab = int(model.config.vocab_size)
         if vocab_size is not None and vocab_size > model_vocab:
             raise ValueError(

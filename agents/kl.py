@@ -96,6 +96,11 @@ class KLPenaltyCallback(BaseCallback):
         self.history: list[dict[str, float]] = []
 
     def _on_training_start(self) -> None:
+        assert hasattr(self.model, "rollout_buffer"), (
+            "KLPenaltyCallback edits the rollout buffer: use an on-policy algorithm "
+            "(PPO, A2C, TRPO, MaskablePPO, REINFORCE), not "
+            f"{type(self.model).__name__}"
+        )
         if self.reference is None:
             self.reference = frozen_copy(self.model.policy)
         self.reference.to(self.model.device)

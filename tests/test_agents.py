@@ -473,6 +473,7 @@ def test_ppo_beats_random(family):
     """PPO with the default tiny encoder clearly beats a uniformly random valid policy."""
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
 
     torch.set_num_threads(2)
     venv = make_vec_env(FAKE_ENVS[family], n_envs=4, seed=0)
@@ -480,9 +481,25 @@ def test_ppo_beats_random(family):
     model = PPO(TransformerPolicy, venv, n_steps=64, batch_size=64, n_epochs=4, learning_rate=5e-4, gamma=1.0,
                 seed=0, device="cpu", policy_kwargs=pk)  # fmt: skip
     model.learn(LEARN_STEPS[family])
-    env = FAKE_ENVS[family]()
+    env = Monitor(FAKE_ENVS[family]())
     baseline = random_score(FAKE_ENVS[family](), episodes=200)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=200, deterministic=True)
+    print(f"{family}: PPO {mean:.3f} vs random {baseline:.3f}")
     assert mean > baseline + 0.5 * max(baseline, 0.3), (
         f"{family}: PPO {mean:.3f} vs random {baseline:.3f}"
     )
+
+
+@pytest.mark.slow
+def test_compile_matches_eager_and_keeps_parameter_names():
+    """``compile=True`` (meant for GPU) gives the same outputs and the same state-dict keys."""
+    env = FAKE_ENVS["ner"]()
+    eager = make_model("ppo", env).policy
+    compiled = make_model("ppo", env, compile=True).policy
+    assert list(eager.state_dict()) == list(compiled.state_dict())
+    compiled.load_state_dict(eager.state_dict())
+    obs, _ = batch_obs(env, n=4)
+    with torch.no_grad():
+        a = eager.predict_values(eager.obs_to_tensor(obs)[0])
+        b = compiled.predict_values(compiled.obs_to_tensor(obs)[0])
+    assert torch.allclose(a, b, atol=1e-5)

@@ -210,6 +210,46 @@ def test_real_env_ppo_trains_and_lmgym_evaluates(env_id):
     assert result["episodes"] >= 1
 
 
+REAL_ALGOS = {
+    "ppo": dict(n_steps=16, batch_size=32, n_epochs=1),
+    "a2c": dict(n_steps=8),
+    "trpo": dict(
+        n_steps=16, batch_size=32, n_critic_updates=1, cg_max_steps=2, line_search_max_iter=2
+    ),
+    "maskable_ppo": dict(n_steps=16, batch_size=32, n_epochs=1),
+    "dqn": dict(learning_starts=16, buffer_size=200, batch_size=16, train_freq=4),
+    "reinforce": dict(n_steps=16),
+}
+
+
+@pytest.mark.parametrize("env_id", list(REAL))
+@pytest.mark.parametrize("algo", list(REAL_ALGOS))
+def test_real_env_every_algorithm(algo, env_id, tmp_path):
+    """Each algorithm on each registered real env (sample data, lmgym's native SB3 VecEnv)."""
+    from agents.evaluate import algorithms
+
+    _real(env_id)
+    venv = train_module.make_env(env_id, 2, 0, REAL[env_id])
+    policy = train_module.policy_class(train_module.default_policy(algo))
+    pk = {**MICRO, **env_policy_kwargs(venv)}
+    if algo == "dqn":
+        pk["net_arch"] = [32]
+    if algo == "trpo":
+        pk["attention_backend"] = "math"
+    model = algorithms()[algo](
+        policy, venv, seed=0, device="cpu", policy_kwargs=pk, **REAL_ALGOS[algo]
+    )
+    model.learn(32)
+    path = save_model(model, tmp_path / "m.zip", env_id=env_id, make_kwargs=REAL[env_id])
+    loaded, _ = load_model(path, device="cpu")
+    obs = venv.reset()
+    masks = np.stack(venv.env_method("action_masks"))
+    kwargs = {"action_masks": masks} if algo == "maskable_ppo" else {}
+    actions, _ = loaded.predict(obs, deterministic=True, **kwargs)
+    np.testing.assert_array_equal(actions, model.predict(obs, deterministic=True, **kwargs)[0])
+    assert masks[np.arange(len(actions)), actions].all()
+
+
 def test_real_env_maskable_ppo_with_native_vector_env_and_bc():
     env_id = "lmgym/NER-v0"
     _real(env_id)
