@@ -55,7 +55,12 @@ class AdaptiveKLController:
 
 def frozen_copy(policy: BasePolicy) -> BasePolicy:
     """A detached, eval-mode, ``requires_grad=False`` copy of ``policy``."""
-    ref = copy.deepcopy(policy)
+    try:
+        ref = copy.deepcopy(policy)
+    except Exception:  # noqa: BLE001 - e.g. a torch.compile'd encoder: rebuild and copy weights
+        ref = type(policy)(**policy._get_constructor_parameters())
+        ref.load_state_dict(policy.state_dict())
+        ref.to(policy.device)
     ref.set_training_mode(False)
     for param in ref.parameters():
         param.requires_grad_(False)

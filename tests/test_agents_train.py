@@ -163,6 +163,16 @@ def test_train_main_end_to_end_and_resume(algo, tmp_path, capsys):
     assert model.num_timesteps >= 96 and meta["num_timesteps"] == model.num_timesteps
 
 
+def test_lmgym_cli_train_delegates_to_agents_train(tmp_path, capsys):
+    from lmgym.cli import main as lmgym_main
+
+    register_fake_envs()
+    argv = ["train", FAKE_IDS["multiple_choice"], "--algo", "a2c", "--total-timesteps", "32", "--n-envs", "2",
+            "--log-dir", str(tmp_path), "--run-name", "cli", "--eval-freq", "-1", "--verbose", "0", *MICRO_HP]  # fmt: skip
+    assert lmgym_main(argv) == 0
+    assert (tmp_path / "cli" / "model.zip").is_file()
+
+
 def test_train_main_kl_control(tmp_path, capsys):
     register_fake_envs()
     argv = [FAKE_IDS["classification"], "--algo", "ppo", "--total-timesteps", "64", "--n-envs", "2",
