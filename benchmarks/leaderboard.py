@@ -17,6 +17,7 @@ Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examp
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -127,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray_address or args.ray == "local":
         import ray
 
-        ray.init(address=args.ray_address, ignore_reinit_error=True, log_to_driver=False)
+        # Workers import benchmarks/ from this checkout and read data/caches from the same places.
+        env_vars = {k: v for k, v in os.environ.items() if k.startswith("LMGYM_") or k.startswith("HF_")}
+        env_vars["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
+        ray.init(address=args.ray_address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env_vars})
         task = ray.remote(num_cpus=1)(execute)
         pending = {task.remote(r, str(out)): r for r in todo}
         while pending:

@@ -1,0 +1,114 @@
+"""One leaderboard run: a baseline, supervised fine-tuning, or RL with the ``agents`` code.
+
+* ``random`` / ``majority`` / ``expert``: :func:`lmgym.evaluate` with that baseline.
+* ``supervised``: the same policy (PPO's, same backbone) behaviour-cloned on the env's
+  expert actions with the run's budget — ``steps`` expert transitions, i.e.
+  ``steps // batch_size`` gradient steps — via :func:`agents.pretrain`.
+* any algorithm of ``agents.train`` (ppo, a2c, trpo, maskable_ppo, dqn, reinforce):
+  ``agents.train`` is run in chunks of ``eval_every`` env steps (``--resume`` between
+  chunks), and the saved model is scored on the validation split after each chunk (the
+  learning curve) and on the test split at the end.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+import lmgym
+from benchmarks.records import cpu_model, device_name, git_commit, versions
+
+FAMILY_METRIC = {"ner": "entity_f1", "classification": "accuracy", "translation": "bleu", "qa": "f1", "multiple_choice": "accuracy"}
+BASELINES = ("random", "majority", "expert")
+SUPERVISED_BATCH = 32
+
+
+def primary_metric(env_id: str, make_kwargs: dict[str, Any]) -> str:
+    family = gym.make(env_id, **make_kwargs).unwrapped.core.family
+    return FAMILY_METRIC[family]
+
+
+def _env_kwarg_flags(make_kwargs: dict[str, Any]) -> list[str]:
+    flags: list[str] = []
+    for key, value in make_kwargs.items():
+        flags += ["--env-kwarg", f"{key}={value}"]
+    return flags
+
+
+def run_one(config: Any) -> dict[str, Any]:
+    """Train/evaluate ``config`` (a :class:`benchmarks.leaderboard.RunConfig`); return its record."""
+    metric = primary_metric(config.env, config.make_kwargs)
+    record: dict[str, Any] = {
+        "env": config.env, "algo": config.algo, "backbone": config.backbone, "seed": config.seed,
+        "metric": metric, "device": device_name(config.device), "cpu": cpu_model(),
+        "versions": versions(), "commit": git_commit(), "curve": [], "steps": 0,
+    }  # fmt: skip
+    if config.algo in BASELINES:
+        result = lmgym.evaluate(config.algo, config.env, split="test", seed=config.seed, max_examples=config.test_examples, **config.make_kwargs)
+        record["metrics"] = _numbers(result)
+        return record
+    if config.algo == "supervised":
+        return {**record, **_supervised(config, metric)}
+    return {**record, **_reinforcement(config, metric)}
+
+
+def _numbers(result: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _supervised(config: Any, metric: str) -> dict[str, Any]:
+    from stable_baselines3 import PPO
+
+    from agents import TransformerPolicy, env_policy_kwargs, pretrain
+    from lmgym.sb3 import make_vec_env
+
+    venv = make_vec_env(config.env, config.n_envs, seed=config.seed, **config.make_kwargs)
+    model = PPO(TransformerPolicy, venv, seed=config.seed, device=config.device, verbose=0,
+                policy_kwargs={"backbone": config.backbone, **env_policy_kwargs(venv)})  # fmt: skip
+    lr = 2e-5 if config.backbone == "minilm" else 3e-4
+    curve = []
+    chunk = max(1, config.eval_every // SUPERVISED_BATCH)
+    done = 0
+    total = max(1, config.steps // SUPERVISED_BATCH)
+    while done < total:
+        n = min(chunk, total - done)
+        pretrain(model, config.env, steps=n, batch_size=SUPERVISED_BATCH, lr=lr, seed=config.seed + done, **config.make_kwargs)
+        done += n
+        score = lmgym.evaluate(model, config.env, split="validation", max_examples=config.eval_examples, **config.make_kwargs)[metric]
+        curve.append([done * SUPERVISED_BATCH, float(score)])
+    result = lmgym.evaluate(model, config.env, split="test", max_examples=config.test_examples, **config.make_kwargs)
+    return {"metrics": _numbers(result), "curve": curve, "steps": total * SUPERVISED_BATCH}
+
+
+def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
+    from agents import load_model
+    from agents.train import main as train
+
+    curve = []
+    with tempfile.TemporaryDirectory(prefix="lmgym-run-") as tmp:
+        path = Path(tmp) / "model.zip"
+        target, steps = 0, 0
+        while steps < config.steps:
+            target = min(config.steps, steps + config.eval_every)
+            argv = [
+                config.env, "--algo", config.algo, "--backbone", config.backbone, "--seed", str(config.seed),
+                "--device", config.device, "--n-envs", str(config.n_envs), "--total-timesteps", str(target),
+                "--eval-freq", "-1", "--log-dir", tmp, "--run-name", "run", "--save-path", str(path), "--verbose", "0",
+                "--no-progress-bar", "--threads", "1", *_env_kwarg_flags(config.make_kwargs),
+            ]  # fmt: skip
+            for key, value in config.hyperparams.items():
+                argv += ["--hp", f"{key}={value}"]
+            if steps > 0:
+                argv.append("--resume")
+            if train(argv) != 0:
+                raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
+            model, saved = load_model(path, device=config.device)
+            make_kwargs = {k: v for k, v in saved.get("make_kwargs", {}).items() if k != "split"}
+            steps = int(model.num_timesteps)
+            score = lmgym.evaluate(model, config.env, split="validation", max_examples=config.eval_examples, **make_kwargs)[metric]
+            curve.append([steps, float(score)])
+        result = lmgym.evaluate(model, config.env, split="test", max_examples=config.test_examples, **make_kwargs)
+    return {"metrics": _numbers(result), "curve": curve, "steps": steps}

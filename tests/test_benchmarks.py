@@ -1,0 +1,71 @@
+"""Leaderboard grid: records, resume, report, and the Ray path (sample data, tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import leaderboard, report
+from benchmarks.records import read_records
+
+SPEC = """
+name: {name}
+steps: 128
+eval_every: 64
+eval_examples: 8
+test_examples: 16
+device: cpu
+n_envs: 2
+seeds: [0, 1]
+backbones: [tiny]
+algos: [{algos}]
+baselines: [random, expert]
+envs:
+  lmgym/SST2-v0: {{make_kwargs: {{data_dir: sample}}}}
+"""
+
+
+def write_spec(tmp_path: Path, name: str, algos: str = "") -> Path:
+    path = tmp_path / f"{name}.yml"
+    path.write_text(SPEC.format(name=name, algos=algos))
+    return path
+
+
+def test_grid_writes_records_resumes_and_reports(tmp_path, capsys):
+    spec, out = write_spec(tmp_path, "t", algos="ppo"), tmp_path / "records"
+    assert leaderboard.main([str(spec), "--out", str(out)]) == 0
+    records = {r["run_id"]: r for r in read_records(out)}
+    assert sorted(records) == sorted(
+        ["SST2-v0__random__-__0", "SST2-v0__random__-__1", "SST2-v0__expert__-__0", "SST2-v0__ppo__tiny__0", "SST2-v0__ppo__tiny__1"]
+    )
+    assert records["SST2-v0__expert__-__0"]["metrics"]["accuracy"] == 1.0
+    ppo = records["SST2-v0__ppo__tiny__0"]
+    assert ppo["steps"] >= 128 and ppo["curve"] and ppo["metric"] == "accuracy"
+    for key in ("device", "versions", "commit", "wall_time_s", "config"):
+        assert key in ppo
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+    # an interrupted grid resumes without redoing finished runs
+    (out / "SST2-v0__ppo__tiny__1.json").unlink()
+    capsys.readouterr()
+    assert leaderboard.main([str(spec), "--out", str(out)]) == 0
+    assert "5 runs, 4 done, 1 to go" in capsys.readouterr().out
+
+    md, plots = tmp_path / "LEADERBOARD.md", tmp_path / "plots"
+    written = report.build([out], md, plots)
+    text = md.read_text()
+    assert "lmgym/SST2-v0" in text and "ppo" in text and "(2 seeds)" in text
+    assert {p.name for p in written} >= {"records_curves.png", "records_final.png", "LEADERBOARD.md"}
+    assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
+
+
+def test_ray_path_runs_one_task_per_run(tmp_path):
+    pytest.importorskip("ray")
+    spec, out = write_spec(tmp_path, "r"), tmp_path / "ray-records"
+    spec.write_text(spec.read_text().replace("baselines: [random, expert]", "baselines: [random]"))
+    assert leaderboard.main([str(spec), "--out", str(out), "--ray", "local"]) == 0
+    records = read_records(out)
+    assert sorted(r["run_id"] for r in records) == ["SST2-v0__random__-__0", "SST2-v0__random__-__1"]
+    assert all(json.loads(p.read_text())["metrics"]["accuracy"] >= 0 for p in out.glob("*.json"))
