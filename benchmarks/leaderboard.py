@@ -79,16 +79,37 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
         env_spec = env_spec or {}
         make_kwargs = env_spec.get("make_kwargs", {})
         for baseline in spec.get("baselines", []):
-            backbones = spec.get("backbones", ["tiny"]) if baseline == "supervised" else [NO_BACKBONE]
+            backbones = (
+                spec.get("backbones", ["tiny"]) if baseline == "supervised" else [NO_BACKBONE]
+            )
             seeds = spec["seeds"] if baseline in ("random", "supervised") else spec["seeds"][:1]
             for backbone in backbones:
                 for seed in seeds:
-                    runs.append(RunConfig(env=env, algo=baseline, backbone=backbone, seed=seed, make_kwargs=make_kwargs, **common))
+                    runs.append(
+                        RunConfig(
+                            env=env,
+                            algo=baseline,
+                            backbone=backbone,
+                            seed=seed,
+                            make_kwargs=make_kwargs,
+                            **common,
+                        )
+                    )
         for algo in env_spec.get("algos", spec.get("algos", [])):
             for backbone in env_spec.get("backbones", spec.get("backbones", ["tiny"])):
                 for seed in spec["seeds"]:
                     hyper = dict(spec.get("hyperparams", {}).get(algo, {}))
-                    runs.append(RunConfig(env=env, algo=algo, backbone=backbone, seed=seed, make_kwargs=make_kwargs, hyperparams=hyper, **common))
+                    runs.append(
+                        RunConfig(
+                            env=env,
+                            algo=algo,
+                            backbone=backbone,
+                            seed=seed,
+                            make_kwargs=make_kwargs,
+                            hyperparams=hyper,
+                            **common,
+                        )
+                    )
     return runs
 
 
@@ -98,20 +119,39 @@ def execute(config: RunConfig, out_dir: str) -> str:
 
     started = time.time()
     record = run_one(config)
-    record.update(run_id=config.run_id, spec=config.spec, config=asdict(config), wall_time_s=time.time() - started)
+    record.update(
+        run_id=config.run_id,
+        spec=config.spec,
+        config=asdict(config),
+        wall_time_s=time.time() - started,
+    )
     return str(write_record(Path(out_dir), record))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lmgym leaderboard", description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, nargs="?", default=HERE / "specs" / "quick.yml")
-    parser.add_argument("--out", type=Path, default=None, help="record folder (default benchmarks/results/<spec name>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="record folder (default benchmarks/results/<spec name>)",
+    )
     parser.add_argument("--device", default=None, help="override the spec's device (cpu, cuda)")
-    parser.add_argument("--ray", choices=("off", "local"), default="off", help="run one run per Ray task on a local Ray")
-    parser.add_argument("--ray-address", default=None, help="connect to a Ray cluster (e.g. auto) and run there")
+    parser.add_argument(
+        "--ray",
+        choices=("off", "local"),
+        default="off",
+        help="run one run per Ray task on a local Ray",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="connect to a Ray cluster (e.g. auto) and run there"
+    )
     parser.add_argument("--only", default=None, help="run only run ids containing this text")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
-    parser.add_argument("--report", action="store_true", help="build LEADERBOARD.md and plots when done")
+    parser.add_argument(
+        "--report", action="store_true", help="build LEADERBOARD.md and plots when done"
+    )
     args = parser.parse_args(argv)
 
     spec = load_spec(args.spec)
@@ -119,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs = [r for r in expand(spec, args.device) if args.only is None or args.only in r.run_id]
     todo = [r for r in runs if not (out / f"{r.run_id}.json").is_file()]
-    print(f"{spec['name']}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to go -> {out}", flush=True)
+    print(
+        f"{spec['name']}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to go -> {out}",
+        flush=True,
+    )
     if args.dry_run:
         for r in todo:
             print(" ", r.run_id)
@@ -129,9 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         # Workers import benchmarks/ from this checkout and read data/caches from the same places.
-        env_vars = {k: v for k, v in os.environ.items() if k.startswith("LMGYM_") or k.startswith("HF_")}
-        env_vars["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
-        ray.init(address=args.ray_address, ignore_reinit_error=True, log_to_driver=False, runtime_env={"env_vars": env_vars})
+        env_vars = {
+            k: v for k, v in os.environ.items() if k.startswith("LMGYM_") or k.startswith("HF_")
+        }
+        env_vars["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])
+        )
+        ray.init(
+            address=args.ray_address,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            runtime_env={"env_vars": env_vars},
+        )
         task = ray.remote(num_cpus=1)(execute)
         pending = {task.remote(r, str(out)): r for r in todo}
         while pending:
@@ -148,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("done", execute(config, str(out)), flush=True)
             except Exception as exc:
                 failures += 1
-                print(f"FAILED {config.run_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                print(
+                    f"FAILED {config.run_id}: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     if args.report:
         from benchmarks.report import main as report
 

@@ -18,7 +18,18 @@ from typing import Any
 
 from lmgym.data.cache import atomic_write_text
 
-PACKAGES = ("lmgym", "gymnasium", "numpy", "torch", "transformers", "stable-baselines3", "sb3-contrib", "tokenizers", "seqeval", "sacrebleu")
+PACKAGES = (
+    "lmgym",
+    "gymnasium",
+    "numpy",
+    "torch",
+    "transformers",
+    "stable-baselines3",
+    "sb3-contrib",
+    "tokenizers",
+    "seqeval",
+    "sacrebleu",
+)
 
 
 def run_id(env: str, algo: str, backbone: str, seed: int) -> str:
@@ -28,9 +39,25 @@ def run_id(env: str, algo: str, backbone: str, seed: int) -> str:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
+        return (
+            out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+            if out.returncode == 0
+            else "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -81,5 +108,7 @@ def read_records(folder: Path) -> list[dict[str, Any]]:
         try:
             records.append(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:  # only possible if edited by hand: say which file
-            raise ValueError(f"{path}: not a valid record ({exc}); delete it to rerun that run") from exc
+            raise ValueError(
+                f"{path}: not a valid record ({exc}); delete it to rerun that run"
+            ) from exc
     return records

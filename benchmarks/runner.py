@@ -21,7 +21,13 @@ import gymnasium as gym
 import lmgym
 from benchmarks.records import cpu_model, device_name, git_commit, versions
 
-FAMILY_METRIC = {"ner": "entity_f1", "classification": "accuracy", "translation": "bleu", "qa": "f1", "multiple_choice": "accuracy"}
+FAMILY_METRIC = {
+    "ner": "entity_f1",
+    "classification": "accuracy",
+    "translation": "bleu",
+    "qa": "f1",
+    "multiple_choice": "accuracy",
+}
 BASELINES = ("random", "majority", "expert")
 SUPERVISED_BATCH = 32
 
@@ -47,7 +53,14 @@ def run_one(config: Any) -> dict[str, Any]:
         "versions": versions(), "commit": git_commit(), "curve": [], "steps": 0,
     }  # fmt: skip
     if config.algo in BASELINES:
-        result = lmgym.evaluate(config.algo, config.env, split="test", seed=config.seed, max_examples=config.test_examples, **config.make_kwargs)
+        result = lmgym.evaluate(
+            config.algo,
+            config.env,
+            split="test",
+            seed=config.seed,
+            max_examples=config.test_examples,
+            **config.make_kwargs,
+        )
         record["metrics"] = _numbers(result)
         return record
     if config.algo == "supervised":
@@ -56,7 +69,11 @@ def run_one(config: Any) -> dict[str, Any]:
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def _supervised(config: Any, metric: str) -> dict[str, Any]:
@@ -75,11 +92,27 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
     total = max(1, config.steps // SUPERVISED_BATCH)
     while done < total:
         n = min(chunk, total - done)
-        pretrain(model, config.env, steps=n, batch_size=SUPERVISED_BATCH, lr=lr, seed=config.seed + done, **config.make_kwargs)
+        pretrain(
+            model,
+            config.env,
+            steps=n,
+            batch_size=SUPERVISED_BATCH,
+            lr=lr,
+            seed=config.seed + done,
+            **config.make_kwargs,
+        )
         done += n
-        score = lmgym.evaluate(model, config.env, split="validation", max_examples=config.eval_examples, **config.make_kwargs)[metric]
+        score = lmgym.evaluate(
+            model,
+            config.env,
+            split="validation",
+            max_examples=config.eval_examples,
+            **config.make_kwargs,
+        )[metric]
         curve.append([done * SUPERVISED_BATCH, float(score)])
-    result = lmgym.evaluate(model, config.env, split="test", max_examples=config.test_examples, **config.make_kwargs)
+    result = lmgym.evaluate(
+        model, config.env, split="test", max_examples=config.test_examples, **config.make_kwargs
+    )
     return {"metrics": _numbers(result), "curve": curve, "steps": total * SUPERVISED_BATCH}
 
 
@@ -108,7 +141,15 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
             model, saved = load_model(path, device=config.device)
             make_kwargs = {k: v for k, v in saved.get("make_kwargs", {}).items() if k != "split"}
             steps = int(model.num_timesteps)
-            score = lmgym.evaluate(model, config.env, split="validation", max_examples=config.eval_examples, **make_kwargs)[metric]
+            score = lmgym.evaluate(
+                model,
+                config.env,
+                split="validation",
+                max_examples=config.eval_examples,
+                **make_kwargs,
+            )[metric]
             curve.append([steps, float(score)])
-        result = lmgym.evaluate(model, config.env, split="test", max_examples=config.test_examples, **make_kwargs)
+        result = lmgym.evaluate(
+            model, config.env, split="test", max_examples=config.test_examples, **make_kwargs
+        )
     return {"metrics": _numbers(result), "curve": curve, "steps": steps}

@@ -23,13 +23,24 @@ def lmgym_specs() -> list[gym.envs.registration.EnvSpec]:
 
 
 def _describe(spec: gym.envs.registration.EnvSpec, data_dir: str | None) -> dict[str, Any]:
-    module = spec.entry_point.split(":")[0].rsplit(".", 1)[-1] if isinstance(spec.entry_point, str) else "?"
+    module = (
+        spec.entry_point.split(":")[0].rsplit(".", 1)[-1]
+        if isinstance(spec.entry_point, str)
+        else "?"
+    )
     dataset = spec.kwargs.get("dataset")
-    row: dict[str, Any] = {"id": spec.id, "task": module, "dataset": dataset or "(your data_files=)"}
+    row: dict[str, Any] = {
+        "id": spec.id,
+        "task": module,
+        "dataset": dataset or "(your data_files=)",
+    }
     if dataset in DATASETS:
         info = DATASETS[dataset]
         row["dataset"] = info.title
-        placeholders = {"src": spec.kwargs.get("source_lang", "en"), "tgt": spec.kwargs.get("target_lang", "de")}
+        placeholders = {
+            "src": spec.kwargs.get("source_lang", "en"),
+            "tgt": spec.kwargs.get("target_lang", "de"),
+        }
         sizes = []
         for split in info.files:
             try:
@@ -94,7 +105,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not env_id:
         raise SystemExit("pass --env ENV_ID (a saved model's env is read from its sidecar JSON)")
     kwargs.pop("split", None)
-    result = lmgym.evaluate(policy, env_id, split=args.split, max_examples=args.max_examples, **kwargs)
+    result = lmgym.evaluate(
+        policy, env_id, split=args.split, max_examples=args.max_examples, **kwargs
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -123,9 +136,21 @@ def _delegate(module: str, hint: str):
 
 #: Sub-commands handed whole to another module's ``main(argv)``.
 DELEGATES = {
-    "bench": ("lmgym.bench", "lmgym's benchmark module", "env-steps/s of every task (single, Sync, native vector, SB3, multi-task)"),
-    "train": ("agents.train", "the agents extra: pip install 'lmgym[agents]'", "train a policy (see `lmgym train --help`)"),
-    "leaderboard": ("benchmarks.leaderboard", "the benchmarks package (run from a source checkout)", "run a leaderboard spec"),
+    "bench": (
+        "lmgym.bench",
+        "lmgym's benchmark module",
+        "env-steps/s of every task (single, Sync, native vector, SB3, multi-task)",
+    ),
+    "train": (
+        "agents.train",
+        "the agents extra: pip install 'lmgym[agents]'",
+        "train a policy (see `lmgym train --help`)",
+    ),
+    "leaderboard": (
+        "benchmarks.leaderboard",
+        "the benchmarks package (run from a source checkout)",
+        "run a leaderboard spec",
+    ),
 }
 
 
@@ -134,18 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="every registered env with its task, dataset, splits and sizes")
-    p.add_argument("--data-dir", default=None, help="look for local files here instead of $LMGYM_DATA_DIR")
+    p.add_argument(
+        "--data-dir", default=None, help="look for local files here instead of $LMGYM_DATA_DIR"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("evaluate", help="score a saved model or a baseline on a whole split")
-    p.add_argument("policy", help="path of a model saved by `lmgym train`, or expert|random|majority")
-    p.add_argument("--env", default=None, help="env id (read from the model's sidecar when omitted)")
+    p.add_argument(
+        "policy", help="path of a model saved by `lmgym train`, or expert|random|majority"
+    )
+    p.add_argument(
+        "--env", default=None, help="env id (read from the model's sidecar when omitted)"
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--max-examples", type=int, default=None)
     p.add_argument("--device", default="auto")
-    p.add_argument("--kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra gym.make kwargs")
+    p.add_argument(
+        "--kwarg", action="append", default=[], metavar="KEY=VALUE", help="extra gym.make kwargs"
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("play", help="play an episode by hand in the terminal")

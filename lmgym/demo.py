@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -20,25 +21,36 @@ import lmgym
 def main() -> int:
     console = Console()
     root = os.environ.get("LMGYM_DATA_DIR")
-    kwargs = {} if root and (Path(root) / "conll2003").is_dir() else {"data_dir": "sample"}
-    source = f"$LMGYM_DATA_DIR={root}" if not kwargs else "the bundled sample (set LMGYM_DATA_DIR for CoNLL-2003)"
+    kwargs: dict[str, Any] = (
+        {} if root and (Path(root) / "conll2003").is_dir() else {"data_dir": "sample"}
+    )
+    source = (
+        f"$LMGYM_DATA_DIR={root}"
+        if not kwargs
+        else "the bundled sample (set LMGYM_DATA_DIR for CoNLL-2003)"
+    )
     console.print(f"[bold]lmgym/NER-v0[/bold] on {source}")
 
     env = gym.make("lmgym/NER-v0", render_mode="ansi", split="validation", **kwargs)
-    console.print(f"observation keys: {sorted(env.observation_space.spaces)}; actions: {env.unwrapped.core.tags}")
+    unwrapped: Any = env.unwrapped
+    console.print(
+        f"observation keys: {sorted(unwrapped.observation_space.spaces)}; actions: {unwrapped.core.tags}"
+    )
     rng = np.random.default_rng(0)
     for name in ("random", "expert"):
         obs, _ = env.reset(seed=1)
         done, ret = False, 0.0
         while not done:
             if name == "expert":
-                action = env.unwrapped.expert_action()
+                action = unwrapped.expert_action()
             else:
                 action = int(rng.choice(np.flatnonzero(obs["action_mask"])))
             obs, reward, terminated, truncated, info = env.step(action)
-            ret += reward
+            ret += float(reward)
             done = terminated or truncated
-        console.print(f"\n[bold]{name}[/bold] episode (return {ret:g}, sentence F1 {info['episode_metrics']['entity_f1']:.2f}):")
+        console.print(
+            f"\n[bold]{name}[/bold] episode (return {ret:g}, sentence F1 {info['episode_metrics']['entity_f1']:.2f}):"
+        )
         console.print(env.render(), markup=False, highlight=False)
 
     table = Table(title="corpus entity F1 on the whole validation split (seqeval)")
@@ -46,7 +58,12 @@ def main() -> int:
         table.add_column(column)
     for name in ("random", "majority", "expert"):
         result = lmgym.evaluate(name, "lmgym/NER-v0", split="validation", **kwargs)
-        table.add_row(name, f"{result['entity_f1']:.4f}", f"{result['token_accuracy']:.4f}", str(result["episodes"]))
+        table.add_row(
+            name,
+            f"{result['entity_f1']:.4f}",
+            f"{result['token_accuracy']:.4f}",
+            str(result["episodes"]),
+        )
     console.print(table)
     return 0
 

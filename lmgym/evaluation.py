@@ -30,11 +30,27 @@ from lmgym.envs.base import LmgymVectorEnv
 POLICY_NAMES = ("expert", "random", "majority")
 
 
+def _vector_env(env_id: str, n_envs: int, make_kwargs: dict[str, Any]) -> LmgymVectorEnv:
+    """The native vector env of ``env_id`` iterating the split in order."""
+    spec = gym.spec(env_id)
+    if spec.vector_entry_point is None:
+        raise ValueError(f"{env_id} has no native vector env; lmgym.evaluate needs one")
+    venv = gym.make_vec(
+        env_id,
+        num_envs=n_envs,
+        vectorization_mode="vector_entry_point",
+        **{**spec.kwargs, **make_kwargs, "shuffle": False},
+    ).unwrapped
+    if not isinstance(venv, LmgymVectorEnv):
+        raise TypeError(f"{env_id}'s vector entry point is not an lmgym vector env")
+    return venv
+
+
 def _majority_action(venv: LmgymVectorEnv, make_kwargs: dict[str, Any], env_id: str) -> int:
     core = venv.core
     if hasattr(core, "label_counts"):
         if getattr(core, "split", "train") != "train":
-            train = gym.make(env_id, **{**make_kwargs, "split": "train"}).unwrapped
+            train: Any = gym.make(env_id, **{**make_kwargs, "split": "train"}).unwrapped
             return int(np.argmax(train.core.label_counts))
         return int(np.argmax(core.label_counts))
     if hasattr(core, "tags"):
@@ -42,11 +58,20 @@ def _majority_action(venv: LmgymVectorEnv, make_kwargs: dict[str, Any], env_id: 
     raise ValueError(f"no majority baseline is defined for the {core.family} family")
 
 
-def _batched_policy(policy: Any, venv: LmgymVectorEnv, seed: int, deterministic: bool, env_id: str, make_kwargs: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+def _batched_policy(
+    policy: Any,
+    venv: LmgymVectorEnv,
+    seed: int,
+    deterministic: bool,
+    env_id: str,
+    make_kwargs: dict[str, Any],
+) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     """Turn any accepted ``policy`` into ``batch_obs -> int actions``."""
     if isinstance(policy, str):
         if policy not in POLICY_NAMES:
-            raise ValueError(f"policy={policy!r}: pass a model, a callable, or one of {POLICY_NAMES}")
+            raise ValueError(
+                f"policy={policy!r}: pass a model, a callable, or one of {POLICY_NAMES}"
+            )
         if policy == "expert":
             return lambda obs: venv.expert_actions()
         if policy == "random":
@@ -65,7 +90,9 @@ def _batched_policy(policy: Any, venv: LmgymVectorEnv, seed: int, deterministic:
 
         def model_actions(obs: dict[str, np.ndarray]) -> np.ndarray:
             if takes_masks:
-                actions, _ = policy.predict(obs, deterministic=deterministic, action_masks=venv.action_masks())
+                actions, _ = policy.predict(
+                    obs, deterministic=deterministic, action_masks=venv.action_masks()
+                )
             else:
                 actions, _ = policy.predict(obs, deterministic=deterministic)
             return np.asarray(actions).reshape(venv.num_envs)
@@ -73,9 +100,12 @@ def _batched_policy(policy: Any, venv: LmgymVectorEnv, seed: int, deterministic:
         return model_actions
     if callable(policy):
         return lambda obs: np.array(
-            [int(policy({k: v[i] for k, v in obs.items()})) for i in range(venv.num_envs)], dtype=np.int64
+            [int(policy({k: v[i] for k, v in obs.items()})) for i in range(venv.num_envs)],
+            dtype=np.int64,
         )
-    raise TypeError(f"cannot evaluate a {type(policy).__name__}: pass an SB3 model, a callable obs -> action, or one of {POLICY_NAMES}")
+    raise TypeError(
+        f"cannot evaluate a {type(policy).__name__}: pass an SB3 model, a callable obs -> action, or one of {POLICY_NAMES}"
+    )
 
 
 def evaluate(
@@ -104,14 +134,11 @@ def evaluate(
     :return: the family's corpus metrics plus ``env_id``, ``split`` and ``episodes``.
     """
     make_kwargs = {**make_kwargs, "split": split}
-    probe = gym.spec(env_id)
-    venv = gym.make_vec(env_id, num_envs=1, vectorization_mode="vector_entry_point", **{**probe.kwargs, **make_kwargs, "shuffle": False}) if probe.vector_entry_point else None
-    if venv is None:
-        raise ValueError(f"{env_id} has no native vector env; lmgym.evaluate needs one")
-    n_total = venv.unwrapped.core.n_examples
+    venv = _vector_env(env_id, 1, make_kwargs)
+    n_total = venv.core.n_examples
     target = n_total if max_examples is None else min(max_examples, n_total)
-    n_envs = max(1, min(n_envs, target))
-    venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **{**probe.kwargs, **make_kwargs, "shuffle": False}).unwrapped
+    if min(n_envs, target) > 1:
+        venv = _vector_env(env_id, min(n_envs, target), make_kwargs)
     act = _batched_policy(policy, venv, seed, deterministic, env_id, make_kwargs)
 
     records: dict[int, dict[str, Any]] = {}

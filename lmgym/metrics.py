@@ -28,7 +28,9 @@ def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
 
     gold, pred = [list(g) for g in gold], [list(p) for p in pred]
     n_tokens = sum(len(g) for g in gold)
-    correct = sum(a == b for g, p in zip(gold, pred, strict=True) for a, b in zip(g, p, strict=True))
+    correct = sum(
+        a == b for g, p in zip(gold, pred, strict=True) for a, b in zip(g, p, strict=True)
+    )
     return {
         "entity_f1": float(f1_score(gold, pred, zero_division=0)),
         "entity_precision": float(precision_score(gold, pred, zero_division=0)),
@@ -42,7 +44,10 @@ def accuracy(gold: Sequence[object], pred: Sequence[object]) -> dict[str, float]
     """Fraction of exact label matches."""
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} references but {len(pred)} predictions")
-    return {"accuracy": sum(g == p for g, p in zip(gold, pred, strict=True)) / max(len(gold), 1), "examples": float(len(gold))}
+    return {
+        "accuracy": sum(g == p for g, p in zip(gold, pred, strict=True)) / max(len(gold), 1),
+        "examples": float(len(gold)),
+    }
 
 
 def translation_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
@@ -87,7 +92,11 @@ def squad_scores(answers: Sequence[Sequence[str]], predictions: Sequence[str]) -
     """Corpus EM/F1 (percent, as the official script prints them): max over gold answers."""
     if len(answers) != len(predictions):
         raise ValueError(f"{len(answers)} questions but {len(predictions)} predictions")
-    em = sum(max(squad_em(p, g) for g in golds) for p, golds in zip(predictions, answers, strict=True))
-    f1 = sum(max(squad_f1(p, g) for g in golds) for p, golds in zip(predictions, answers, strict=True))
+    em = sum(
+        max(squad_em(p, g) for g in golds) for p, golds in zip(predictions, answers, strict=True)
+    )
+    f1 = sum(
+        max(squad_f1(p, g) for g in golds) for p, golds in zip(predictions, answers, strict=True)
+    )
     n = max(len(answers), 1)
     return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "questions": float(len(answers))}

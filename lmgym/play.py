@@ -22,18 +22,30 @@ def _action_names(core: Any) -> list[str]:
     return [str(i) for i in range(core.n_actions)]
 
 
-def play(env_id: str, split: str = "validation", seed: int | None = None, input_fn=input, console: Console | None = None, **kwargs: Any) -> int:
+def play(
+    env_id: str,
+    split: str = "validation",
+    seed: int | None = None,
+    input_fn=input,
+    console: Console | None = None,
+    **kwargs: Any,
+) -> int:
     """Interactive loop; returns 0. ``input_fn``/``console`` are injectable for tests."""
     console = console or Console()
     env = gym.make(env_id, split=split, render_mode="ansi", **kwargs)
-    core = env.unwrapped.core
+    unwrapped: Any = env.unwrapped
+    core = unwrapped.core
     names = _action_names(core)
     obs, _ = env.reset(seed=seed)
     total = 0.0
     while True:
-        console.print(Panel(env.render() or "", title=f"{env_id} ({split})  return so far {total:g}"))
-        valid = np.flatnonzero(env.unwrapped.action_masks())
-        choices = ", ".join(f"{i}={names[i]}" for i in valid[:40]) + (" ..." if len(valid) > 40 else "")
+        console.print(
+            Panel(str(env.render() or ""), title=f"{env_id} ({split})  return so far {total:g}")
+        )
+        valid = np.flatnonzero(unwrapped.action_masks())
+        choices = ", ".join(f"{i}={names[i]}" for i in valid[:40]) + (
+            " ..." if len(valid) > 40 else ""
+        )
         answer = input_fn(f"action [{choices}] (e=expert, q=quit): ").strip()
         if answer in ("q", "quit"):
             return 0
@@ -41,7 +53,7 @@ def play(env_id: str, split: str = "validation", seed: int | None = None, input_
             console.print(choices)
             continue
         if answer == "e":
-            action = env.unwrapped.expert_action()
+            action = unwrapped.expert_action()
         elif answer in names:
             action = names.index(answer)
         elif answer.isdigit() and int(answer) < core.n_actions:
@@ -50,10 +62,10 @@ def play(env_id: str, split: str = "validation", seed: int | None = None, input_
             console.print(f"[red]not an action: {answer!r}[/red]")
             continue
         obs, reward, terminated, truncated, info = env.step(action)
-        total += reward
+        total += float(reward)
         console.print(f"reward {reward:g}")
         if terminated or truncated:
-            console.print(Panel(env.render() or "", title="episode over"))
+            console.print(Panel(str(env.render() or ""), title="episode over"))
             console.print(f"return {total:g}; episode metrics {info.get('episode_metrics', {})}")
             again = input_fn("play another? [y/N] ").strip().lower()
             if again != "y":

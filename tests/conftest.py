@@ -36,9 +36,17 @@ SAMPLE_KWARGS: dict[str, dict] = {
 
 #: The corpus metric each family is judged by, and what the expert policy must reach on it.
 EXPERT_FLOOR = {"entity_f1": 1.0, "accuracy": 1.0, "bleu": 95.0, "exact_match": 97.0, "f1": 97.0}
-FAMILY_METRIC = {"ner": "entity_f1", "classification": "accuracy", "translation": "bleu", "qa": "f1", "multiple_choice": "accuracy"}
+FAMILY_METRIC = {
+    "ner": "entity_f1",
+    "classification": "accuracy",
+    "translation": "bleu",
+    "qa": "f1",
+    "multiple_choice": "accuracy",
+}
 
-LMGYM_SPECS = sorted((s for s in gym.registry.values() if s.namespace == "lmgym"), key=lambda s: s.id)
+LMGYM_SPECS = sorted(
+    (s for s in gym.registry.values() if s.namespace == "lmgym"), key=lambda s: s.id
+)
 
 
 def sample_kwargs(env_id: str) -> dict:

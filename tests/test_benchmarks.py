@@ -38,7 +38,13 @@ def test_grid_writes_records_resumes_and_reports(tmp_path, capsys):
     assert leaderboard.main([str(spec), "--out", str(out)]) == 0
     records = {r["run_id"]: r for r in read_records(out)}
     assert sorted(records) == sorted(
-        ["SST2-v0__random__-__0", "SST2-v0__random__-__1", "SST2-v0__expert__-__0", "SST2-v0__ppo__tiny__0", "SST2-v0__ppo__tiny__1"]
+        [
+            "SST2-v0__random__-__0",
+            "SST2-v0__random__-__1",
+            "SST2-v0__expert__-__0",
+            "SST2-v0__ppo__tiny__0",
+            "SST2-v0__ppo__tiny__1",
+        ]
     )
     assert records["SST2-v0__expert__-__0"]["metrics"]["accuracy"] == 1.0
     ppo = records["SST2-v0__ppo__tiny__0"]
@@ -57,7 +63,11 @@ def test_grid_writes_records_resumes_and_reports(tmp_path, capsys):
     written = report.build([out], md, plots)
     text = md.read_text()
     assert "lmgym/SST2-v0" in text and "ppo" in text and "(2 seeds)" in text
-    assert {p.name for p in written} >= {"records_curves.png", "records_final.png", "LEADERBOARD.md"}
+    assert {p.name for p in written} >= {
+        "records_curves.png",
+        "records_final.png",
+        "LEADERBOARD.md",
+    }
     assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
 
 
@@ -67,5 +77,8 @@ def test_ray_path_runs_one_task_per_run(tmp_path):
     spec.write_text(spec.read_text().replace("baselines: [random, expert]", "baselines: [random]"))
     assert leaderboard.main([str(spec), "--out", str(out), "--ray", "local"]) == 0
     records = read_records(out)
-    assert sorted(r["run_id"] for r in records) == ["SST2-v0__random__-__0", "SST2-v0__random__-__1"]
+    assert sorted(r["run_id"] for r in records) == [
+        "SST2-v0__random__-__0",
+        "SST2-v0__random__-__1",
+    ]
     assert all(json.loads(p.read_text())["metrics"]["accuracy"] >= 0 for p in out.glob("*.json"))

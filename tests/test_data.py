@@ -36,7 +36,11 @@ def test_data_dir_without_the_dataset_names_dataset_folder_and_env_var(tmp_path,
     with pytest.raises(DatasetNotFoundError) as err:
         gym.make("lmgym/NER-v0", data_dir=tmp_path)
     message = str(err.value)
-    assert "CoNLL-2003" in message and str(tmp_path / "conll2003") in message and "LMGYM_DATA_DIR" in message
+    assert (
+        "CoNLL-2003" in message
+        and str(tmp_path / "conll2003") in message
+        and "LMGYM_DATA_DIR" in message
+    )
 
 
 def test_env_var_is_used_when_no_data_dir(monkeypatch):
@@ -58,9 +62,16 @@ def test_generic_classification_needs_data_files():
 
 
 def test_generic_classification_reads_any_column_order(tmp_path):
-    rows = "text,id,topic\n" + "".join(f"sample text {i},{i},{'a' if i % 2 else 'b'}\n" for i in range(12))
+    rows = "text,id,topic\n" + "".join(
+        f"sample text {i},{i},{'a' if i % 2 else 'b'}\n" for i in range(12)
+    )
     path = write(tmp_path / "mine.csv", rows)
-    env = gym.make("lmgym/TextClassification-v0", data_files=str(path), label_column="topic", text_column="text")
+    env = gym.make(
+        "lmgym/TextClassification-v0",
+        data_files=str(path),
+        label_column="topic",
+        text_column="text",
+    )
     assert env.unwrapped.core.labels == ("a", "b")
     assert env.unwrapped.core.n_examples == 12
 
@@ -108,10 +119,18 @@ def test_truncated_gzip_is_reported(tmp_path):
 
 
 def test_label_outside_train_label_set_names_file_and_line(tmp_path):
-    train = write(tmp_path / "train.tsv", "label\ttext\n" + "".join(f"{i % 2}\tt{i}\n" for i in range(6)))
+    train = write(
+        tmp_path / "train.tsv", "label\ttext\n" + "".join(f"{i % 2}\tt{i}\n" for i in range(6))
+    )
     dev = write(tmp_path / "dev.tsv", "label\ttext\n1\tfine\n7\tnew label\n")
-    with pytest.raises(DataFormatError, match=r"dev.tsv:3: label '7' is not in the train split's label set"):
-        gym.make("lmgym/TextClassification-v0", data_files={"train": train, "validation": dev}, split="validation")
+    with pytest.raises(
+        DataFormatError, match=r"dev.tsv:3: label '7' is not in the train split's label set"
+    ):
+        gym.make(
+            "lmgym/TextClassification-v0",
+            data_files={"train": train, "validation": dev},
+            split="validation",
+        )
 
 
 def test_ner_tag_outside_tag_set_and_iob1_data(tmp_path):
@@ -189,7 +208,11 @@ def test_cache_hit_skips_the_build_and_failed_builds_leave_nothing():
     bad_key = fingerprint("test-broken", os.getpid())
     with pytest.raises(RuntimeError):
         cached_arrays("test", bad_key, broken)
-    leftovers = [p for p in (cache_root() / "test").iterdir() if bad_key in p.name and not p.name.endswith(".lock")]
+    leftovers = [
+        p
+        for p in (cache_root() / "test").iterdir()
+        if bad_key in p.name and not p.name.endswith(".lock")
+    ]
     assert leftovers == []
 
 
@@ -245,7 +268,10 @@ def _fake_datasets(calls):
         calls.append((path, name, split))
         if path == "conll2003":
             names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-            rows = [{"tokens": ["Ada", "Lovelace", "wrote"], "ner_tags": [1, 2, 0]}, {"tokens": ["Oslo"], "ner_tags": [5]}] * 3
+            rows = [
+                {"tokens": ["Ada", "Lovelace", "wrote"], "ner_tags": [1, 2, 0]},
+                {"tokens": ["Oslo"], "ner_tags": [5]},
+            ] * 3
             return _FakeHubSplit(rows, {"ner_tags": Seq(ClassLabel(names))})
         if path == "glue":
             return _FakeHubSplit([{"sentence": f"text {i}", "label": i % 2} for i in range(8)], {})

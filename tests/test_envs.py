@@ -102,7 +102,9 @@ def test_expert_action_matches_mask_and_render(spec):
     env.reset(seed=0)
     for _ in range(10):
         action = env.unwrapped.expert_action()
-        assert env.unwrapped.action_masks()[action], "the gold action must always be allowed by the mask"
+        assert env.unwrapped.action_masks()[action], (
+            "the gold action must always be allowed by the mask"
+        )
         assert isinstance(env.render(), str) and env.render()
         _, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
@@ -168,13 +170,26 @@ def test_string_entry_point_form_works_without_prior_import(tmp_path):
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'lmgym must stay torch-free'\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "LMGYM_CACHE_DIR": str(tmp_path)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "LMGYM_CACHE_DIR": str(tmp_path)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
 
 def test_import_is_silent_and_light():
-    out = subprocess.run([sys.executable, "-c", "import sys, lmgym; print(sorted(m for m in ('torch','transformers','datasets') if m in sys.modules))"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, lmgym; print(sorted(m for m in ('torch','transformers','datasets') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "[]\n"
     assert out.stderr == ""

@@ -14,7 +14,10 @@ from lmgym.metrics import bio_entities
 
 @pytest.fixture(scope="module")
 def envs():
-    return {mode: gym.make("lmgym/NER-v0", data_dir="sample", reward_mode=mode, bio_mask=False) for mode in ("token", "f1")}
+    return {
+        mode: gym.make("lmgym/NER-v0", data_dir="sample", reward_mode=mode, bio_mask=False)
+        for mode in ("token", "f1")
+    }
 
 
 def sentence_f1(gold: list[str], pred: list[str]) -> float:
@@ -83,7 +86,9 @@ def test_observation_points_at_the_word_being_tagged():
 def test_corpus_f1_is_seqeval_over_the_split_not_a_mean_of_sentences():
     import lmgym
 
-    result = lmgym.evaluate("random", "lmgym/NER-v0", split="validation", data_dir="sample", return_records=True, seed=5)
+    result = lmgym.evaluate(
+        "random", "lmgym/NER-v0", split="validation", data_dir="sample", return_records=True, seed=5
+    )
     records = result["records"]
     corpus = f1_score([r["gold"] for r in records], [r["pred"] for r in records])
     assert result["entity_f1"] == pytest.approx(corpus)

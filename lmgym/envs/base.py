@@ -104,19 +104,23 @@ def check_actions(actions: Any, n_actions: int, batch: int | None) -> np.ndarray
     # Two reductions instead of three temporaries: this runs on every vector step.
     if array.size and (array.min() < 0 or array.max() >= n_actions):
         bad = array[(array < 0) | (array >= n_actions)].ravel()[0]
-        raise ValueError(f"action {int(bad)} out of range: the action space is Discrete({n_actions}), valid actions 0..{n_actions - 1}")
+        raise ValueError(
+            f"action {int(bad)} out of range: the action space is Discrete({n_actions}), valid actions 0..{n_actions - 1}"
+        )
     return array
 
 
 class LmgymEnv(gym.Env):
     """A single lmgym env: a batch of one episode over the family's core."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "render_fps": 4}
     core_class: ClassVar[type[TaskCore]]
 
     def __init__(self, render_mode: str | None = None, shuffle: bool = True, **kwargs: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
+            raise ValueError(
+                f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None"
+            )
         self._kwargs = dict(kwargs, shuffle=shuffle)
         self.render_mode = render_mode
         self.core = make_core(self.core_class, kwargs)
@@ -167,14 +171,18 @@ class LmgymEnv(gym.Env):
             self._needs_reset = True
             metrics = self.core.episode_metrics(self.state, self._all)
             # NaN marks a metric that does not apply to this episode (MultiTask: other tasks' keys).
-            info["episode_metrics"] = {k: float(v[0]) for k, v in metrics.items() if not np.isnan(v[0])}
+            info["episode_metrics"] = {
+                k: float(v[0]) for k, v in metrics.items() if not np.isnan(v[0])
+            }
         if self.render_mode == "human":
             self.render()
         return self._observation(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def render(self) -> str | None:
         if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human' to gym.make")
+            gym.logger.warn(
+                "render() called without a render_mode; pass render_mode='ansi' or 'human' to gym.make"
+            )
             return None
         text = self.core.render_text(self.state, 0)
         if self.render_mode == "ansi":
@@ -187,7 +195,9 @@ class LmgymEnv(gym.Env):
 
     def _check_started(self) -> None:
         if self._needs_reset:
-            raise ResetNeeded("the episode is over (or never started): call env.reset() before env.step()")
+            raise ResetNeeded(
+                "the episode is over (or never started): call env.reset() before env.step()"
+            )
 
     # -- pickling: settings + episode state; the dataset reloads from the on-disk cache --
     def __getstate__(self) -> dict[str, Any]:
@@ -201,7 +211,7 @@ class LmgymEnv(gym.Env):
         }
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
-        self.__init__(render_mode=saved["render_mode"], **saved["kwargs"])
+        type(self).__init__(self, render_mode=saved["render_mode"], **saved["kwargs"])
         self.state = saved["state"]
         if saved["np_random"] is not None:
             self._np_random, _ = seeding.np_random(0)
@@ -230,7 +240,7 @@ class LmgymVectorEnv(VectorEnv):
         itself, as with the wrapper.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {
+    metadata: dict[str, Any] = {
         "render_modes": ["ansi", "human"],
         "render_fps": 4,
         "autoreset_mode": AutoresetMode.NEXT_STEP,
@@ -288,7 +298,9 @@ class LmgymVectorEnv(VectorEnv):
         """Gold action of every slot (``int64[num_envs]``)."""
         return self.core.expert_actions(self.state).astype(np.int64)
 
-    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ):
         """Start a new episode in every slot (or, with ``options={"reset_mask": bool[n]}``, in
         the masked slots only, as :class:`~gymnasium.vector.SyncVectorEnv` does)."""
         if isinstance(seed, int):
@@ -303,7 +315,9 @@ class LmgymVectorEnv(VectorEnv):
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
-                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True value")
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True value"
+                )
             if not self._started:
                 raise ResetNeeded("call reset() without reset_mask first")
             slots = np.flatnonzero(mask)
@@ -410,7 +424,10 @@ class LmgymVectorEnv(VectorEnv):
         :class:`~gymnasium.vector.SyncVectorEnv` returns in ``info["final_obs"]``."""
         final = self.core.observe(self.state, finished)
         keys = list(final)
-        columns = [list(v if v.flags.owndata and v.flags.writeable else np.array(v)) for v in final.values()]
+        columns = [
+            list(v if v.flags.owndata and v.flags.writeable else np.array(v))
+            for v in final.values()
+        ]
         out = np.full(self.num_envs, None, dtype=object)
         dicts = np.empty(len(finished), dtype=object)
         dicts[:] = list(map(_dict_builder(tuple(keys)), *columns))
@@ -424,11 +441,13 @@ class LmgymVectorEnv(VectorEnv):
         # Copy what aliases the episode state; arrays the core computed afresh are already ours.
         state_ids = {id(a) for a in self.state.values()}
         return {
-            k: v if v.flags.owndata and v.flags.writeable and id(v) not in state_ids else np.array(v)
+            k: v
+            if v.flags.owndata and v.flags.writeable and id(v) not in state_ids
+            else np.array(v)
             for k, v in obs.items()
         }
 
-    def render(self) -> str | None:
+    def render(self) -> str | None:  # type: ignore[override]  # text, not per-slot frames
         if self.render_mode is None:
             return None
         text = self.core.render_text(self.state, 0)

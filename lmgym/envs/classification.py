@@ -21,9 +21,18 @@ from lmgym.metrics import accuracy
 LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}}
 
 
-def _source(dataset: str | None, data_files: Any, split: str, data_dir: Any, columns: tuple[Any, Any], delimiter: str | None) -> Source:
+def _source(
+    dataset: str | None,
+    data_files: Any,
+    split: str,
+    data_dir: Any,
+    columns: tuple[Any, Any],
+    delimiter: str | None,
+) -> Source:
     if data_files is not None:
-        return file_source(data_files, split, lambda p: read_table(p, columns[0], columns[1], delimiter))
+        return file_source(
+            data_files, split, lambda p: read_table(p, columns[0], columns[1], delimiter)
+        )
     if dataset is None:
         raise LmgymDataError(
             "lmgym/TextClassification-v0 needs your data: pass data_files='train.tsv' or "
@@ -31,7 +40,13 @@ def _source(dataset: str | None, data_files: Any, split: str, data_dir: Any, col
         )
     if dataset == "trec":
         return dataset_source("trec", split, data_dir, read_trec, hub_reader=_trec_from_hub)
-    return dataset_source(dataset, split, data_dir, lambda p: read_table(p, *columns, delimiter), hub_reader=_sst2_from_hub)
+    return dataset_source(
+        dataset,
+        split,
+        data_dir,
+        lambda p: read_table(p, *columns, delimiter),
+        hub_reader=_sst2_from_hub,
+    )
 
 
 def _sst2_from_hub(data: Any) -> list[LabelledText]:
@@ -79,15 +94,28 @@ class ClassificationCore(TaskCore):
         self.split, self.max_length, self.dataset = split, max_length, dataset
         columns = (text_column, label_column)
         source = _source(dataset, data_files, split, data_dir, columns, delimiter)
-        train = source if split == "train" else _source(dataset, data_files, "train", data_dir, columns, delimiter)
+        train = (
+            source
+            if split == "train"
+            else _source(dataset, data_files, "train", data_dir, columns, delimiter)
+        )
         self._source = source
         self._examples: list[LabelledText] | None = None
-        self.labels = tuple(labels) if labels is not None else tuple(sorted({e.label for e in train.load()}))
+        self.labels = (
+            tuple(labels) if labels is not None else tuple(sorted({e.label for e in train.load()}))
+        )
         if len(self.labels) < 2:
-            raise LmgymDataError(f"found {len(self.labels)} label(s) in the train split; classification needs at least 2")
-        self.label_names = tuple(LABEL_NAMES.get(dataset or "", {}).get(label, label) for label in self.labels)
+            raise LmgymDataError(
+                f"found {len(self.labels)} label(s) in the train split; classification needs at least 2"
+            )
+        self.label_names = tuple(
+            LABEL_NAMES.get(dataset or "", {}).get(label, label) for label in self.labels
+        )
         self.tokenizer = resolve_tokenizer(
-            tokenizer, train_texts=lambda: (e.text for e in train.load()), source_digest=train.digest, vocab_size=vocab_size
+            tokenizer,
+            train_texts=lambda: (e.text for e in train.load()),
+            source_digest=train.digest,
+            vocab_size=vocab_size,
         )
         self.token_info = TokenizerInfo.of(self.tokenizer)
         key = fingerprint("cls", source.digest, self.token_info.digest, self.labels, max_length)
@@ -121,11 +149,14 @@ class ClassificationCore(TaskCore):
         for i, example in enumerate(examples):
             if example.label not in index:
                 raise DataFormatError(
-                    self._source.path or "hub data", example.line or None,
+                    self._source.path or "hub data",
+                    example.line or None,
                     f"label {example.label!r} is not in the train split's label set {self.labels}; pass labels=(...) or fix the file",
                 )
             labels[i] = index[example.label]
-        encodings = self.tokenizer.encode_batch([e.text for e in examples], add_special_tokens=False)
+        encodings = self.tokenizer.encode_batch(
+            [e.text for e in examples], add_special_tokens=False
+        )
         input_ids = np.full((len(examples), L), info.pad_id, dtype=np.int32)
         lengths = np.zeros(len(examples), dtype=np.int32)
         n_truncated = 0
@@ -135,7 +166,10 @@ class ClassificationCore(TaskCore):
             row = [info.cls_id, *ids[: L - 2], info.sep_id]
             input_ids[i, : len(row)] = row
             lengths[i] = len(row)
-        return {"input_ids": input_ids, "lengths": lengths, "labels": labels}, {"n_examples": len(examples), "n_truncated": n_truncated}
+        return {"input_ids": input_ids, "lengths": lengths, "labels": labels}, {
+            "n_examples": len(examples),
+            "n_truncated": n_truncated,
+        }
 
     def init_state(self, batch_size: int) -> State:
         n, L = batch_size, self.max_length
@@ -188,7 +222,11 @@ class ClassificationCore(TaskCore):
 
     def episode_record(self, state: State, slot: int) -> dict[str, Any]:
         ex = int(state["example"][slot])
-        return {"example_id": ex, "pred": int(state["pred"][slot]), "gold": int(self.data["labels"][ex])}
+        return {
+            "example_id": ex,
+            "pred": int(state["pred"][slot]),
+            "gold": int(self.data["labels"][ex]),
+        }
 
     def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
         return accuracy([r["gold"] for r in records], [r["pred"] for r in records])
@@ -198,7 +236,9 @@ class ClassificationCore(TaskCore):
         gold = int(self.data["labels"][ex])
         chosen = self.label_names[pred] if pred >= 0 else "?"
         mark = "" if pred < 0 else ("  ✓" if pred == gold else "  ✗")
-        return f"text {self.examples()[ex].text}\ngold {self.label_names[gold]}\npred {chosen}{mark}"
+        return (
+            f"text {self.examples()[ex].text}\ngold {self.label_names[gold]}\npred {chosen}{mark}"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "labels": len(self.labels), "truncated": self.n_truncated}

@@ -56,7 +56,9 @@ class TaskCore(abc.ABC):
         """Start a new episode on example ``example_ids[k]`` in slot ``slots[k]``."""
 
     @abc.abstractmethod
-    def step(self, state: State, actions: np.ndarray, slots: Slots = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(
+        self, state: State, actions: np.ndarray, slots: Slots = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply ``actions`` (one per selected slot, already range-checked).
 
         :return: ``(reward float32, terminated bool, truncated bool)`` per selected slot.
@@ -97,15 +99,8 @@ class TaskCore(abc.ABC):
         return {"family": self.family, "examples": self.n_examples, "actions": self.n_actions}
 
 
-def int_box(high: int | np.ndarray, shape: tuple[int, ...], low: int = 0, dtype: type = np.int32) -> spaces.Box:
+def int_box(
+    high: int | np.ndarray, shape: tuple[int, ...], low: int = 0, dtype: type = np.int32
+) -> spaces.Box:
     """A 1-D integer ``Box`` (what SB3 accepts without one-hot encoding)."""
     return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
-
-
-def pad_rows(rows: list[list[int]] | list[np.ndarray], width: int, fill: int, dtype: type = np.int32) -> np.ndarray:
-    """Stack ragged rows into ``[len(rows), width]``, truncating and padding with ``fill``."""
-    out = np.full((len(rows), width), fill, dtype=dtype)
-    for i, row in enumerate(rows):
-        row = row[:width]
-        out[i, : len(row)] = row
-    return out

@@ -23,7 +23,9 @@ CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-
 REWARD_MODES = ("token", "f1")
 
 
-def _conll_source(dataset: str, data_files: Any, split: str, data_dir: Any, tag_column: int) -> Source:
+def _conll_source(
+    dataset: str, data_files: Any, split: str, data_dir: Any, tag_column: int
+) -> Source:
     reader = lambda path: read_conll(path, tag_column=tag_column)  # noqa: E731
     if data_files is not None:
         return file_source(data_files, split, reader)
@@ -32,7 +34,11 @@ def _conll_source(dataset: str, data_files: Any, split: str, data_dir: Any, tag_
 
 def _conll_from_hub(data: Any) -> list[TaggedSentence]:
     names = data.features["ner_tags"].feature.names
-    return [TaggedSentence(tuple(r["tokens"]), tuple(names[t] for t in r["ner_tags"])) for r in data if r["tokens"]]
+    return [
+        TaggedSentence(tuple(r["tokens"]), tuple(names[t] for t in r["ner_tags"]))
+        for r in data
+        if r["tokens"]
+    ]
 
 
 def tag_set(sentences: list[TaggedSentence]) -> tuple[str, ...]:
@@ -80,12 +86,20 @@ class NERCore(TaskCore):
         self.split, self.reward_mode, self.bio_mask = split, reward_mode, bio_mask
         self.max_length, self.max_words = max_length, max_words
         source = _conll_source(dataset, data_files, split, data_dir, tag_column)
-        train = source if split == "train" else _conll_source(dataset, data_files, "train", data_dir, tag_column)
+        train = (
+            source
+            if split == "train"
+            else _conll_source(dataset, data_files, "train", data_dir, tag_column)
+        )
         self._source = source
         self._sentences: list[TaggedSentence] | None = None
 
         if tags is None:
-            tags = CONLL2003_TAGS if data_files is None and dataset == "conll2003" else tag_set(train.load())
+            tags = (
+                CONLL2003_TAGS
+                if data_files is None and dataset == "conll2003"
+                else tag_set(train.load())
+            )
         self.tags = tuple(tags)
         self.tokenizer = resolve_tokenizer(
             tokenizer,
@@ -94,7 +108,9 @@ class NERCore(TaskCore):
             vocab_size=vocab_size,
         )
         self.token_info = TokenizerInfo.of(self.tokenizer)
-        key = fingerprint("ner", source.digest, self.token_info.digest, self.tags, max_length, max_words, bio_mask)
+        key = fingerprint(
+            "ner", source.digest, self.token_info.digest, self.tags, max_length, max_words, bio_mask
+        )
         arrays, meta = cached_arrays("ner", key, self._build)
         self.data = arrays
         self.n_examples = int(meta["n_examples"])
@@ -125,7 +141,9 @@ class NERCore(TaskCore):
         index = {t: i for i, t in enumerate(self.tags)}
         info, L, W = self.token_info, self.max_length, self.max_words
         n = len(sentences)
-        encodings = self.tokenizer.encode_batch([list(s.words) for s in sentences], is_pretokenized=True, add_special_tokens=False)
+        encodings = self.tokenizer.encode_batch(
+            [list(s.words) for s in sentences], is_pretokenized=True, add_special_tokens=False
+        )
         input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
         lengths = np.zeros(n, dtype=np.int32)
         starts = np.zeros((n, W), dtype=np.int32)
@@ -140,29 +158,34 @@ class NERCore(TaskCore):
             for w, tag in enumerate(sentence.tags):
                 if tag not in index:
                     raise DataFormatError(
-                        self._source.path or "hub data", sentence.line + w or None,
+                        self._source.path or "hub data",
+                        sentence.line + w or None,
                         f"tag {tag!r} (word {sentence.words[w]!r}) is not in the tag set {self.tags}; "
                         "pass tags=(...) to gym.make or fix the file",
                     )
             tag_ids = [index[t] for t in sentence.tags]
             if self.bio_mask and not self._valid_bio(tag_ids):
                 raise DataFormatError(
-                    self._source.path or "hub data", sentence.line or None,
+                    self._source.path or "hub data",
+                    sentence.line or None,
                     f"sentence {i + 1} ({' '.join(sentence.words[:8])} ...) has an I- tag that does not follow "
                     "B-/I- of its type (IOB1 data?); convert to IOB2 or pass bio_mask=False",
                 )
             ids, word_ids = encoding.ids, encoding.word_ids
             first: dict[int, int] = {}
-            for k, w in enumerate(word_ids):
-                if w is not None and w not in first:
-                    first[w] = k
+            for k, word in enumerate(word_ids):
+                if word is not None and word not in first:
+                    first[word] = k
             # Words the tokenizer maps to nothing (e.g. control characters) become [UNK].
             pieces: list[int] = []
             word_start: list[int] = []
             for w in range(len(sentence.words)):
                 word_start.append(1 + len(pieces))
                 if w in first:
-                    end = next((first[v] for v in range(w + 1, len(sentence.words)) if v in first), len(ids))
+                    end = next(
+                        (first[v] for v in range(w + 1, len(sentence.words)) if v in first),
+                        len(ids),
+                    )
                     pieces.extend(ids[first[w] : end])
                 else:
                     pieces.append(info.unk_id)
@@ -179,8 +202,14 @@ class NERCore(TaskCore):
                 end_start[i, e], end_type[i, e] = s, types.index(etype)
                 n_gold[i] += 1
         arrays = {
-            "input_ids": input_ids, "lengths": lengths, "starts": starts, "gold": gold,
-            "end_start": end_start, "end_type": end_type, "n_words": n_words, "n_gold": n_gold,
+            "input_ids": input_ids,
+            "lengths": lengths,
+            "starts": starts,
+            "gold": gold,
+            "end_start": end_start,
+            "end_type": end_type,
+            "n_words": n_words,
+            "n_gold": n_gold,
         }
         return arrays, {"n_examples": n, "n_truncated": n_truncated}
 
@@ -212,7 +241,9 @@ class NERCore(TaskCore):
         types = self._types()
         self.mask_table = self._allowed_after()
         self.mask_table_i8 = self.mask_table.astype(np.int8)
-        self.tag_type = np.array([-1 if t == "O" else types.index(t[2:]) for t in self.tags], dtype=np.int32)
+        self.tag_type = np.array(
+            [-1 if t == "O" else types.index(t[2:]) for t in self.tags], dtype=np.int32
+        )
         self.tag_is_b = np.array([t.startswith("B-") for t in self.tags])
         self.tag_is_i = np.array([t.startswith("I-") for t in self.tags])
 
@@ -277,7 +308,9 @@ class NERCore(TaskCore):
         a_type = self.tag_type.take(actions)
         is_o = a_type < 0
         open_start, open_type = state["open_start"][s], state["open_type"][s]
-        starts_new = self.tag_is_b.take(actions) | (self.tag_is_i.take(actions) & (open_type != a_type))
+        starts_new = self.tag_is_b.take(actions) | (
+            self.tag_is_i.take(actions) & (open_type != a_type)
+        )
         closes = (open_start >= 0) & (is_o | starts_new)
         tp, n_pred = state["tp"][s], state["n_pred"][s]
         n_pred += closes
@@ -297,7 +330,12 @@ class NERCore(TaskCore):
             state["position"][:, 0] = next_start
         else:
             state["position"][slots, 0] = next_start
-            state["t"][slots], state["correct"][slots], state["tp"][slots], state["n_pred"][slots] = t, correct, tp, n_pred
+            (
+                state["t"][slots],
+                state["correct"][slots],
+                state["tp"][slots],
+                state["n_pred"][slots],
+            ) = t, correct, tp, n_pred
             state["open_start"][slots], state["open_type"][slots] = open_start, open_type
 
         if self.reward_mode == "token":
@@ -311,19 +349,31 @@ class NERCore(TaskCore):
             state["f1"][s] = f1
         return reward, terminated, np.zeros_like(terminated)
 
-    def _add_matches(self, tp: np.ndarray, where: np.ndarray, row: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray) -> None:
+    def _add_matches(
+        self,
+        tp: np.ndarray,
+        where: np.ndarray,
+        row: np.ndarray,
+        end: np.ndarray,
+        start: np.ndarray,
+        etype: np.ndarray,
+    ) -> None:
         """``tp[i] += 1`` where ``where[i]`` and the entity ``(start, end, etype)`` is gold."""
         i = np.flatnonzero(where)
         if len(i):
             tp[i] += self._matches_flat(row[i], end[i], start[i], etype[i])
 
-    def _matches_flat(self, row: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray) -> np.ndarray:
+    def _matches_flat(
+        self, row: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray
+    ) -> np.ndarray:
         flat = row + np.clip(end, 0, self.max_words - 1)
         gold_start = self.data["end_start"].reshape(-1).take(flat)
         gold_type = self.data["end_type"].reshape(-1).take(flat)
         return (gold_start == start) & (gold_type == etype) & (start >= 0)
 
-    def _matches(self, ex: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray) -> np.ndarray:
+    def _matches(
+        self, ex: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray
+    ) -> np.ndarray:
         return self._matches_flat(ex * self.max_words, end, start, etype)
 
     def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
