@@ -22,6 +22,7 @@ import pytest
 import yaml
 from gymnasium.wrappers import FlattenObservation, RecordEpisodeStatistics, TimeLimit
 
+from agents.hyperparams.rl_zoo import zoo_entry
 from tests.conftest import LMGYM_SPECS, sample_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,42 +175,22 @@ def test_cleanrl_ppo_learns_sst2_sample(tmp_path):
 
 
 # -- rl-zoo3 -------------------------------------------------------------------------------
-def rl_zoo_config(algo_yaml: Path, env_id: str, **overrides) -> dict:
-    """An rl-zoo3 entry built from an ``agents/hyperparams`` file.
+def test_shipped_rl_zoo_hyperparams_are_in_rl_zoo_form():
+    from agents.hyperparams.zoo_ppo import hyperparams
 
-    rl-zoo3 takes ``hyperparams[env_id]`` as is (no ``default`` merge) and passes every key
-    it does not know to the algorithm, so the agents' setup keys are translated: the
-    ``default`` entry is merged in, ``total_timesteps`` becomes ``n_timesteps``, ``backbone``
-    goes into ``policy_kwargs`` of ``agents.policies.TransformerPolicy`` and the keys that
-    only ``agents.train`` understands are dropped. See docs/ECOSYSTEM.md.
-    """
-    entries = yaml.safe_load(algo_yaml.read_text())
-    entry = {**entries.get("default", {}), **entries.get(env_id, {}), **overrides}
-    backbone = entry.pop("backbone", "tiny")
-    entry.update(entry.pop("backbone_overrides", {}).get(backbone, {}))
-    for key in ("pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon"):
-        entry.pop(key, None)
-    entry["n_timesteps"] = entry.pop("total_timesteps")
-    entry.setdefault("policy", "agents.policies.TransformerPolicy")
-    entry["policy_kwargs"] = f"dict(backbone={backbone!r}, **{entry.pop('policy_kwargs', {})!r})"
-    return {env_id: entry}
-
-
-def test_agents_hyperparams_are_not_read_by_rl_zoo_as_is():
-    """Pins the reason the test below translates the YAML (see docs/ECOSYSTEM.md): when this
-    fails, agents/hyperparams/ppo.yml has become rl-zoo3 compatible and `-conf` can take it."""
-    entry = yaml.safe_load((ROOT / "agents" / "hyperparams" / "ppo.yml").read_text())[
-        "lmgym/SST2-v0"
-    ]
-    assert "n_timesteps" not in entry
+    entry = hyperparams["lmgym/SST2-v0"]
+    assert entry["policy"] == "agents.policies.TransformerPolicy"
+    assert (
+        entry["n_timesteps"] > 0 and "backbone" not in entry and "minilm" in entry["policy_kwargs"]
+    )
 
 
 def test_rl_zoo3_trains_ppo_on_sst2(tmp_path):
-    config = rl_zoo_config(
-        ROOT / "agents" / "hyperparams" / "ppo.yml", "lmgym/SST2-v0",
+    config = {"lmgym/SST2-v0": zoo_entry(
+        "ppo", "lmgym/SST2-v0",
         backbone="tiny", env_kwargs={"data_dir": "sample"},
         n_envs=2, n_steps=16, batch_size=16, n_epochs=1, total_timesteps=64,
-    )  # fmt: skip
+    )}  # fmt: skip
     conf = tmp_path / "ppo.yml"
     conf.write_text(yaml.safe_dump(config))
     logs = tmp_path / "logs"

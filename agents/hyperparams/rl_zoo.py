@@ -1,0 +1,43 @@
+"""The ``agents/hyperparams/<algo>.yml`` entries in the form rl-zoo3 reads.
+
+rl-zoo3 takes ``hyperparams[env_id]`` as is (no ``default`` merge) and passes every key it
+does not know to the algorithm, so the agents' setup keys are translated: ``default`` is
+merged in, ``total_timesteps`` becomes ``n_timesteps``, ``backbone`` goes into the
+``policy_kwargs`` of ``agents.policies.TransformerPolicy`` (``MaskableTransformerPolicy``
+for MaskablePPO) and keys only ``agents.train`` understands are dropped. Use the
+per-algorithm modules beside this one::
+
+    python -m rl_zoo3.train --algo ppo --env lmgym/SST2-v0 --gym-packages lmgym \\
+        -conf agents.hyperparams.zoo_ppo
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).parent
+AGENTS_ONLY = ("pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon")
+
+
+def zoo_entry(algo: str, env_id: str, **overrides: Any) -> dict[str, Any]:
+    """rl-zoo3's entry for ``env_id`` built from ``<algo>.yml`` (``overrides`` win)."""
+    entries = yaml.safe_load((HERE / f"{algo}.yml").read_text())
+    entry = {**entries.get("default", {}), **entries.get(env_id, {}), **overrides}
+    backbone = entry.pop("backbone", "tiny")
+    entry.update(entry.pop("backbone_overrides", {}).get(backbone, {}))
+    for key in AGENTS_ONLY:
+        entry.pop(key, None)
+    entry["n_timesteps"] = entry.pop("total_timesteps")
+    policy = "MaskableTransformerPolicy" if algo == "maskable_ppo" else "TransformerPolicy"
+    entry.setdefault("policy", f"agents.policies.{policy}")
+    entry["policy_kwargs"] = f"dict(backbone={backbone!r}, **{entry.pop('policy_kwargs', {})!r})"
+    return entry
+
+
+def zoo_hyperparams(algo: str) -> dict[str, dict[str, Any]]:
+    """Every env entry of ``<algo>.yml`` in rl-zoo3 form."""
+    entries = yaml.safe_load((HERE / f"{algo}.yml").read_text())
+    return {env_id: zoo_entry(algo, env_id) for env_id in entries if env_id != "default"}
