@@ -14,8 +14,7 @@ from lmgym.data.loaders import LabelledText, read_table, read_trec
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
 from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
-from lmgym.envs.core import State, TaskCore, int_box, sel
-from lmgym.metrics import accuracy
+from lmgym.envs.core import LabelScoring, State, TaskCore, int_box, sel
 
 #: Readable names of the catalogued datasets' labels.
 LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}}
@@ -70,10 +69,11 @@ def _positions(n: int) -> np.ndarray:
     return positions
 
 
-class ClassificationCore(TaskCore):
+class ClassificationCore(LabelScoring, TaskCore):
     """Batched one-step classification. See :class:`TextClassificationEnv`."""
 
     family = "classification"
+    gold_key = "labels"
 
     def __init__(
         self,
@@ -212,24 +212,6 @@ class ClassificationCore(TaskCore):
 
     def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
         return np.ones((len(state["example"][sel(slots)]), len(self.labels)), dtype=bool)
-
-    def expert_actions(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
-        return self.data["labels"][state["example"][sel(slots)]]
-
-    def episode_metrics(self, state: State, slots: np.ndarray) -> dict[str, np.ndarray]:
-        hit = state["pred"][slots] == self.data["labels"][state["example"][slots]]
-        return {"accuracy": hit.astype(np.float64)}
-
-    def episode_record(self, state: State, slot: int) -> dict[str, Any]:
-        ex = int(state["example"][slot])
-        return {
-            "example_id": ex,
-            "pred": int(state["pred"][slot]),
-            "gold": int(self.data["labels"][ex]),
-        }
-
-    def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        return accuracy([r["gold"] for r in records], [r["pred"] for r in records])
 
     def render_text(self, state: State, slot: int) -> str:
         ex, pred = int(state["example"][slot]), int(state["pred"][slot])

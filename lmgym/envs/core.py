@@ -104,3 +104,35 @@ def int_box(
 ) -> spaces.Box:
     """A 1-D integer ``Box`` (what SB3 accepts without one-hot encoding)."""
     return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+
+
+class LabelScoring:
+    """Scoring shared by one-step tasks whose action is the index of the gold answer
+    (classification, multiple choice): the expert plays ``data[gold_key]``, episodes and the
+    corpus are scored by accuracy. Mix in before :class:`TaskCore`."""
+
+    gold_key: ClassVar[str]
+    data: Any
+
+    def _gold(self, examples: np.ndarray) -> np.ndarray:
+        return self.data[self.gold_key][examples]
+
+    def expert_actions(self, state: State, slots: Slots = None) -> np.ndarray:
+        return self._gold(state["example"][sel(slots)]).astype(np.int64)
+
+    def episode_metrics(self, state: State, slots: np.ndarray) -> dict[str, np.ndarray]:
+        hit = state["pred"][slots] == self._gold(state["example"][slots])
+        return {"accuracy": hit.astype(np.float64)}
+
+    def episode_record(self, state: State, slot: int) -> dict[str, Any]:
+        ex = int(state["example"][slot])
+        return {
+            "example_id": ex,
+            "pred": int(state["pred"][slot]),
+            "gold": int(self._gold(np.array([ex]))[0]),
+        }
+
+    def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        from lmgym.metrics import accuracy
+
+        return accuracy([r["gold"] for r in records], [r["pred"] for r in records])

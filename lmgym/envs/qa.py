@@ -20,8 +20,8 @@ from lmgym.data.loaders import (
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
 from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
-from lmgym.envs.core import State, TaskCore, int_box, sel
-from lmgym.metrics import accuracy, squad_em, squad_f1, squad_scores
+from lmgym.envs.core import LabelScoring, State, TaskCore, int_box, sel
+from lmgym.metrics import squad_em, squad_f1, squad_scores
 
 REWARD_MODES = ("f1", "em")
 WINDOW_MODES = ("answer", "all")
@@ -619,10 +619,11 @@ def _fit(lengths: list[int], budget: int) -> list[int]:
     return [min(n, low) for n in lengths]
 
 
-class MultipleChoiceQACore(TaskCore):
+class MultipleChoiceQACore(LabelScoring, TaskCore):
     """Batched one-step multiple choice. See :class:`MultipleChoiceQAEnv`."""
 
     family = "multiple_choice"
+    gold_key = "answer"
 
     def __init__(
         self,
@@ -767,24 +768,6 @@ class MultipleChoiceQACore(TaskCore):
 
     def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
         return state["action_mask"][sel(slots)].astype(bool)
-
-    def expert_actions(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
-        return self.data["answer"][state["example"][sel(slots)]].astype(np.int64)
-
-    def episode_metrics(self, state: State, slots: np.ndarray) -> dict[str, np.ndarray]:
-        hit = state["pred"][slots] == self.data["answer"][state["example"][slots]]
-        return {"accuracy": hit.astype(np.float64)}
-
-    def episode_record(self, state: State, slot: int) -> dict[str, Any]:
-        ex = int(state["example"][slot])
-        return {
-            "example_id": ex,
-            "pred": int(state["pred"][slot]),
-            "gold": int(self.data["answer"][ex]),
-        }
-
-    def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        return accuracy([r["gold"] for r in records], [r["pred"] for r in records])
 
     def render_text(self, state: State, slot: int) -> str:
         ex, pred = int(state["example"][slot]), int(state["pred"][slot])
