@@ -76,6 +76,7 @@ def pretrain(
     seed: int = 0,
     max_grad_norm: float = 1.0,
     log_interval: int = 0,
+    epochs: int = 1,
     **make_kwargs: Any,
 ) -> dict[str, Any]:
     """Behaviour-clone the expert into ``model``'s policy.
@@ -84,15 +85,19 @@ def pretrain(
         MaskablePPO, REINFORCE, DQN).
     :param env_or_id: a lmgym env (anything with ``expert_action()`` / ``action_masks()``
         on ``.unwrapped``) or an env id made with ``make_kwargs`` (``split="train"`` by default).
-    :param steps: gradient steps.
+    :param steps: gradient steps per epoch; ``steps * batch_size`` expert transitions in all.
     :param batch_size: expert transitions per step.
+    :param epochs: passes over the data. 1 (the default) streams fresh transitions for
+        every step; more collects the ``steps * batch_size`` transitions once and makes
+        ``epochs`` shuffled passes over them (supervised fine-tuning on a fixed labelled
+        budget, as PPO reuses a rollout for ``n_epochs``); ``steps * epochs`` updates.
     :param lr: AdamW learning rate.
     :param n_envs: envs stepped round-robin when an id is given (decorrelates a batch).
     :param seed: reset seed of the envs.
     :param max_grad_norm: gradient clipping.
     :param log_interval: record ``pretrain/*`` in the model's logger every so many steps (0 = never).
     :return: ``{"loss": [...], "accuracy": [...], "initial_accuracy", "final_accuracy",
-        "final_loss", "episodes", "samples"}``; accuracy is the greedy action's agreement
+        "final_loss", "episodes", "samples", "updates"}``; accuracy is the greedy action's agreement
         with the expert on each batch, measured before that batch's update
         (``initial_accuracy``: the first batch, i.e. the untrained policy; ``final_*``: mean
         of the last ``min(20, steps // 5)`` batches).
@@ -104,8 +109,11 @@ def pretrain(
     losses: list[float] = []
     accuracies: list[float] = []
     policy.set_training_mode(True)
-    for step in range(steps):
-        obs_np, actions_np, masks_np = stream.sample(batch_size)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    for step, (obs_np, actions_np, masks_np) in enumerate(
+        _batches(stream, steps, batch_size, epochs, seed)
+    ):
         obs = obs_as_tensor(obs_np, model.device)
         obs = {k: v.float() for k, v in obs.items()}  # type: ignore[union-attr]
         actions = th.as_tensor(actions_np, device=model.device)
@@ -129,7 +137,7 @@ def pretrain(
     policy.set_training_mode(False)
     if hasattr(policy, "q_net_target"):
         policy.q_net_target.load_state_dict(policy.q_net.state_dict())
-    window = max(1, min(20, steps // 5))
+    window = max(1, min(20, len(losses) // 5))
     return {
         "loss": losses,
         "accuracy": accuracies,
@@ -138,4 +146,20 @@ def pretrain(
         "final_loss": float(np.mean(losses[-window:])) if losses else float("nan"),
         "episodes": stream.episodes,
         "samples": steps * batch_size,
+        "updates": steps * epochs,
     }
+
+
+def _batches(stream: ExpertStream, steps: int, batch_size: int, epochs: int, seed: int) -> Any:
+    """``steps * epochs`` minibatches: streamed (one epoch) or shuffled passes over a fixed set."""
+    if epochs == 1:
+        for _ in range(steps):
+            yield stream.sample(batch_size)
+        return
+    obs, actions, masks = stream.sample(steps * batch_size)
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(actions))
+        for i in range(steps):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            yield {k: v[idx] for k, v in obs.items()}, actions[idx], masks[idx]

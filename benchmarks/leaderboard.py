@@ -10,8 +10,10 @@ Then ``python -m benchmarks.report`` builds ``LEADERBOARD.md`` and the plots.
 
 Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examples``
 (validation examples per learning-curve point), ``test_examples`` (null = whole split),
-``device``, ``n_envs``, ``envs`` (id -> {make_kwargs: ...}), ``algos``, ``backbones``,
-``seeds``, ``baselines`` (random, majority, expert, supervised).
+``device``, ``n_envs``, ``envs`` (id -> {make_kwargs, algos, backbones} and any of
+``steps``, ``eval_every``, ``eval_examples``, ``test_examples``, ``n_envs`` to override the
+spec's for that env), ``algos``, ``backbones``, ``seeds``, ``hyperparams`` (algo -> {key:
+value}), ``baselines`` (random, majority, expert, supervised).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from benchmarks.records import run_id, write_record
 
 HERE = Path(__file__).parent
 NO_BACKBONE = "-"
+#: spec keys an env entry may override (e.g. fewer test examples where scoring is slow)
+ENV_OVERRIDES = ("steps", "eval_every", "eval_examples", "test_examples", "n_envs")
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def load_spec(path: Path) -> dict[str, Any]:
 
 def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
     """Every run of the grid, baselines first (they are cheap)."""
-    common = {
+    base = {
         "spec": spec["name"],
         "steps": int(spec["steps"]),
         "eval_every": int(spec.get("eval_every", max(1, spec["steps"] // 5))),
@@ -78,6 +82,7 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
     for env, env_spec in spec["envs"].items():
         env_spec = env_spec or {}
         make_kwargs = env_spec.get("make_kwargs", {})
+        common = {**base, **{k: env_spec[k] for k in ENV_OVERRIDES if k in env_spec}}
         for baseline in spec.get("baselines", []):
             backbones = (
                 spec.get("backbones", ["tiny"]) if baseline == "supervised" else [NO_BACKBONE]

@@ -1,13 +1,20 @@
 """One leaderboard run: a baseline, supervised fine-tuning, or RL with the ``agents`` code.
 
 * ``random`` / ``majority`` / ``expert``: :func:`lmgym.evaluate` with that baseline.
-* ``supervised``: the same policy (PPO's, same backbone) behaviour-cloned on the env's
-  expert actions with the run's budget — ``steps`` expert transitions, i.e.
-  ``steps // batch_size`` gradient steps — via :func:`agents.pretrain`.
+* ``supervised``: the same policy (PPO's, same backbone) fine-tuned on the env's expert
+  actions with the run's budget and PPO's optimisation recipe, via :func:`agents.pretrain`:
+  ``steps`` labelled transitions, collected ``eval_every`` at a time as PPO collects
+  rollouts, each chunk passed over ``n_epochs`` times in minibatches of ``batch_size`` at
+  PPO's learning rate (all three read from ``agents/hyperparams/ppo.yml`` for the
+  backbone). Same data, same number and size of updates, same step size: the difference
+  is the label (gold action vs sampled action weighted by advantage).
 * any algorithm of ``agents.train`` (ppo, a2c, trpo, maskable_ppo, dqn, reinforce):
   ``agents.train`` is run in chunks of ``eval_every`` env steps (``--resume`` between
-  chunks), and the saved model is scored on the validation split after each chunk (the
-  learning curve) and on the test split at the end.
+  chunks; resuming is exact, so this equals one uninterrupted run), and the saved model is
+  scored on the validation split after each chunk (the learning curve) and on the test
+  split at the end. The YAML's behaviour-cloning warm start (``pretrain_steps``) is off
+  unless the spec's ``hyperparams`` turn it on: it would spend labelled data outside the
+  budget that the supervised baseline is held to.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ FAMILY_METRIC = {
     "multiple_choice": "accuracy",
 }
 BASELINES = ("random", "majority", "expert")
-SUPERVISED_BATCH = 32
 
 
 def primary_metric(env_id: str, make_kwargs: dict[str, Any]) -> str:
@@ -76,6 +82,18 @@ def _numbers(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def supervised_recipe(env: str, backbone: str) -> dict[str, Any]:
+    """PPO's learning rate, minibatch size and epochs for ``backbone`` on ``env``."""
+    from agents.train import load_hyperparams
+
+    hp = load_hyperparams("ppo", env, backbone)
+    return {
+        "lr": float(hp["learning_rate"]),
+        "batch_size": int(hp["batch_size"]),
+        "epochs": int(hp["n_epochs"]),
+    }
+
+
 def _supervised(config: Any, metric: str) -> dict[str, Any]:
     from stable_baselines3 import PPO
 
@@ -85,19 +103,20 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
     venv = make_vec_env(config.env, config.n_envs, seed=config.seed, **config.make_kwargs)
     model = PPO(TransformerPolicy, venv, seed=config.seed, device=config.device, verbose=0,
                 policy_kwargs={"backbone": config.backbone, **env_policy_kwargs(venv)})  # fmt: skip
-    lr = 2e-5 if config.backbone == "minilm" else 3e-4
-    curve = []
-    chunk = max(1, config.eval_every // SUPERVISED_BATCH)
-    done = 0
-    total = max(1, config.steps // SUPERVISED_BATCH)
+    recipe = supervised_recipe(config.env, config.backbone)
+    batch = recipe["batch_size"]
+    chunk = max(1, config.eval_every // batch)
+    total = max(1, config.steps // batch)
+    curve, done = [], 0
     while done < total:
         n = min(chunk, total - done)
         pretrain(
             model,
             config.env,
             steps=n,
-            batch_size=SUPERVISED_BATCH,
-            lr=lr,
+            batch_size=batch,
+            lr=recipe["lr"],
+            epochs=recipe["epochs"],
             seed=config.seed + done,
             **config.make_kwargs,
         )
@@ -109,11 +128,16 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
             max_examples=config.eval_examples,
             **config.make_kwargs,
         )[metric]
-        curve.append([done * SUPERVISED_BATCH, float(score)])
+        curve.append([done * batch, float(score)])
     result = lmgym.evaluate(
         model, config.env, split="test", max_examples=config.test_examples, **config.make_kwargs
     )
-    return {"metrics": _numbers(result), "curve": curve, "steps": total * SUPERVISED_BATCH}
+    return {
+        "metrics": _numbers(result),
+        "curve": curve,
+        "steps": total * batch,
+        "recipe": {**recipe, "updates": total * recipe["epochs"]},
+    }
 
 
 def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
@@ -132,7 +156,8 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
                 "--eval-freq", "-1", "--log-dir", tmp, "--run-name", "run", "--save-path", str(path), "--verbose", "0",
                 "--no-progress-bar", "--threads", "1", *_env_kwarg_flags(config.make_kwargs),
             ]  # fmt: skip
-            for key, value in config.hyperparams.items():
+            hyperparams = {"pretrain_steps": 0, **config.hyperparams}
+            for key, value in hyperparams.items():
                 argv += ["--hp", f"{key}={value}"]
             if steps > 0:
                 argv.append("--resume")

@@ -396,6 +396,20 @@ def test_pretrain_raises_expert_accuracy(algo, family):
     assert stats["final_loss"] < stats["loss"][0]
 
 
+def test_pretrain_epochs_reuse_a_fixed_labelled_budget():
+    """epochs > 1: the budget of steps * batch_size transitions is collected once and
+    passed over ``epochs`` times (steps * epochs updates), as supervised fine-tuning does."""
+    env = FAKE_ENVS["classification"]()
+    model = make_model("ppo", env)
+    stats = pretrain(
+        model, FAKE_ENVS["classification"](), steps=10, batch_size=16, lr=3e-3, epochs=3
+    )
+    assert stats["samples"] == 160 and stats["updates"] == 30 and len(stats["loss"]) == 30
+    assert stats["final_loss"] < stats["loss"][0]
+    with pytest.raises(ValueError, match="epochs"):
+        pretrain(model, env, steps=1, epochs=0)
+
+
 # -- KL control --------------------------------------------------------------------------
 def test_adaptive_kl_controller():
     ctl = AdaptiveKLController(0.1, target_kl=0.01, horizon=1000)

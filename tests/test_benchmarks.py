@@ -82,3 +82,32 @@ def test_ray_path_runs_one_task_per_run(tmp_path):
         "SST2-v0__random__-__1",
     ]
     assert all(json.loads(p.read_text())["metrics"]["accuracy"] >= 0 for p in out.glob("*.json"))
+
+
+def test_env_entry_overrides_spec_budget_keys(tmp_path):
+    spec = leaderboard.load_spec(write_spec(tmp_path, "o", algos="ppo"))
+    spec["envs"]["lmgym/TREC-v0"] = {"make_kwargs": {"data_dir": "sample"}, "test_examples": 4}
+    runs = leaderboard.expand(spec)
+    assert {r.test_examples for r in runs if r.env == "lmgym/SST2-v0"} == {16}
+    assert {r.test_examples for r in runs if r.env == "lmgym/TREC-v0"} == {4}
+
+
+def test_supervised_baseline_uses_ppo_recipe_and_budget(tmp_path):
+    """Same labelled budget and the same updates as PPO: lr, minibatch, epochs from ppo.yml."""
+    from benchmarks.runner import run_one, supervised_recipe
+    from agents.train import load_hyperparams
+
+    spec = leaderboard.load_spec(write_spec(tmp_path, "s"))
+    spec["baselines"] = ["supervised"]
+    (config,) = [r for r in leaderboard.expand(spec) if r.seed == 0]
+    hp = load_hyperparams("ppo", config.env, "tiny")
+    recipe = supervised_recipe(config.env, "tiny")
+    assert recipe == {
+        "lr": hp["learning_rate"],
+        "batch_size": hp["batch_size"],
+        "epochs": hp["n_epochs"],
+    }
+    record = run_one(config)
+    assert record["steps"] == 128 and [s for s, _ in record["curve"]] == [64, 128]
+    assert record["recipe"]["updates"] == 2 * recipe["epochs"]
+    assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
