@@ -94,8 +94,8 @@ def test_env_entry_overrides_spec_budget_keys(tmp_path):
 
 def test_supervised_baseline_uses_ppo_recipe_and_budget(tmp_path):
     """Same labelled budget and the same updates as PPO: lr, minibatch, epochs from ppo.yml."""
-    from benchmarks.runner import run_one, supervised_recipe
     from agents.train import load_hyperparams
+    from benchmarks.runner import run_one, supervised_recipe
 
     spec = leaderboard.load_spec(write_spec(tmp_path, "s"))
     spec["baselines"] = ["supervised"]
