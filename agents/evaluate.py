@@ -117,8 +117,9 @@ def save_model(
     :param extra: more JSON-able facts for the sidecar (seed, run name, timesteps...).
     :return: the zip's path.
     """
+    from agents.resume import RESUME_ATTR
+
     target = zip_path(path)
-    atomic_write_bytes(target, model.save)
     meta = {
         "algo": algo_name(model),
         "env_id": env_id,
@@ -131,7 +132,11 @@ def save_model(
         **_jsonable(extra),
     }
     data = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    # Sidecar first: a process killed between the two writes leaves a zip that still has
+    # a sidecar naming its algorithm (the zip's own num_timesteps is the authority).
     atomic_write_bytes(sidecar_path(target), lambda f: f.write(data))
+    include = [RESUME_ATTR] if hasattr(model, RESUME_ATTR) else None
+    atomic_write_bytes(target, lambda f: model.save(f, include=include))
     return target
 
 

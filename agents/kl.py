@@ -99,6 +99,7 @@ class KLPenaltyCallback(BaseCallback):
         self.batch_size = batch_size
         self.last_kl = float("nan")
         self.history: list[dict[str, float]] = []
+        self._saved_reference: dict[str, th.Tensor] | None = None
 
     def _on_training_start(self) -> None:
         assert hasattr(self.model, "rollout_buffer"), (
@@ -108,7 +109,23 @@ class KLPenaltyCallback(BaseCallback):
         )
         if self.reference is None:
             self.reference = frozen_copy(self.model.policy)
+            if self._saved_reference is not None:  # resumed: the original reference
+                self.reference.load_state_dict(self._saved_reference)
+                self._saved_reference = None
         self.reference.to(self.model.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Coefficient and reference weights, for an exact resume (``agents.resume``)."""
+        reference = None
+        if self.reference is not None:
+            reference = {k: v.detach().cpu() for k, v in self.reference.state_dict().items()}
+        return {"coef": self.coef, "reference": reference}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.coef = float(state["coef"])
+        if self.controller is not None:
+            self.controller.coef = self.coef
+        self._saved_reference = state["reference"]
 
     def _on_step(self) -> bool:
         return True

@@ -73,6 +73,10 @@ class Args:
     checkpoint_freq: int = field(
         default=0, metadata={"help": "save model.zip every N env steps (0 = only at the end)"}
     )
+    log_interval: int | None = field(
+        default=None,
+        metadata={"help": "write a progress.csv row every N iterations (default: the algorithm's)"},
+    )
     log_dir: str = field(default="runs", metadata={"help": "folder holding one sub-folder per run"})
     run_name: str | None = field(
         default=None, metadata={"help": "run folder name (default env__algo__seed__time)"}
@@ -326,6 +330,12 @@ def _eval_callback_class() -> type:
             self.last_eval_step = 0
             self.results: list[dict[str, Any]] = []
 
+        def state_dict(self) -> dict[str, Any]:
+            return {"best": self.best, "last_eval_step": self.last_eval_step}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.best, self.last_eval_step = state["best"], state["last_eval_step"]
+
         def _on_step(self) -> bool:
             if self.eval_freq > 0 and self.num_timesteps - self.last_eval_step >= self.eval_freq:
                 self.run()
@@ -397,16 +407,24 @@ def _checkpoint_callback_class() -> type:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class CheckpointCallback(BaseCallback):
-        """Write the model (atomically, with its sidecar) every ``freq`` env steps."""
+        """Write the model (atomically, with its sidecar and resume state) at the first
+        iteration boundary after every ``freq`` env steps."""
 
         def __init__(self, freq: int, save: Any, path: Path) -> None:
             super().__init__(0)
             self.freq, self.save, self.path, self.last = freq, save, path, 0
 
-        def _on_step(self) -> bool:
+        def _on_training_start(self) -> None:
+            self.last = self.num_timesteps
+
+        def _on_rollout_start(self) -> None:
+            # between two iterations: the rollout buffer is empty, so the run's whole state
+            # is the model, the env and the RNGs, which the checkpoint holds (agents.resume)
             if self.freq > 0 and self.num_timesteps - self.last >= self.freq:
                 self.last = self.num_timesteps
-                self.save(self.path)
+                self.save(self.path, resume_state=True)
+
+        def _on_step(self) -> bool:
             return True
 
     return CheckpointCallback
@@ -421,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.logger import configure
 
+    from agents import resume
     from agents.evaluate import algorithms, load_model, save_model
     from agents.kl import KLPenaltyCallback
     from agents.policies import env_policy_kwargs
@@ -479,10 +498,19 @@ def main(argv: list[str] | None = None) -> int:
         policy_kwargs["compile"] = True
 
     algo_cls = algorithms()[args.algo]
+    previous_csv = None
     if args.resume:
         if not Path(save_path).is_file():
             raise SystemExit(f"--resume: no model at {save_path}")
         model, _ = load_model(save_path, env=venv, device=args.device)
+        previous_csv = resume.read_progress(run_dir / "progress.csv")
+        why = resume.resumable(model)
+        if why:
+            print(
+                f"warning: {why}; continuing from the weights with fresh episodes "
+                "(not identical to an uninterrupted run)",
+                file=sys.stderr,
+            )
     else:
         model = algo_cls(
             policy_class(policy_name), venv, seed=args.seed, device=args.device, verbose=0,
@@ -497,7 +525,13 @@ def main(argv: list[str] | None = None) -> int:
 
     facts = {"run_name": name, "seed": args.seed, "backbone": backbone, "hyperparams": hp}
 
-    def save(path: Path) -> None:
+    callbacks: list[Any] = []
+
+    def save(path: Path, resume_state: bool = False) -> None:
+        if resume_state:
+            setattr(model, resume.RESUME_ATTR, resume.capture(model, callbacks))
+        elif hasattr(model, resume.RESUME_ATTR):
+            delattr(model, resume.RESUME_ATTR)
         save_model(model, path, env_id=args.env_id, make_kwargs=make_kwargs, **facts)
 
     (run_dir / "args.json").write_text(json.dumps({**dataclasses.asdict(args), "resolved": {
@@ -514,7 +548,6 @@ def main(argv: list[str] | None = None) -> int:
         model.logger.record("pretrain/final_loss", stats["final_loss"])
         model.logger.dump(0)
 
-    callbacks: list[Any] = []
     if kl_coef > 0:
         if not hasattr(model, "rollout_buffer"):
             raise SystemExit(
@@ -538,16 +571,20 @@ def main(argv: list[str] | None = None) -> int:
             import tqdm  # noqa: F401
         except ImportError:
             progress = False
+    if args.resume:
+        resume.restore_env_and_callbacks(model, callbacks, previous_csv)
+        resume.restore_rng(model)  # last: nothing may draw random numbers before learn
     remaining = total_timesteps - (model.num_timesteps if args.resume else 0)
     if remaining > 0:
+        interval = {"log_interval": args.log_interval} if args.log_interval else {}
         model.learn(
-            remaining, callback=CallbackList(callbacks), progress_bar=progress,
+            remaining, callback=CallbackList(callbacks), progress_bar=progress, **interval,
             reset_num_timesteps=not args.resume, tb_log_name=name,
         )  # fmt: skip
     if evaluator is not None and evaluator.last_eval_step != model.num_timesteps:
         evaluator.init_callback(model)
         evaluator.run()
-    save(save_path)
+    save(save_path, resume_state=True)
     summary = {
         "run_dir": str(run_dir),
         "model": str(save_path),

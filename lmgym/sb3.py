@@ -18,6 +18,7 @@ produces: per-env info dicts with ``terminal_observation``, ``TimeLimit.truncate
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -191,6 +192,43 @@ class LmgymVecEnv(VecEnv):
         """``bool[n_envs, n_actions]`` in one call (sb3-contrib reads ``env_method``)."""
         return self.venv.action_masks()
 
+    # -- checkpointing -----------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue the current episodes exactly, in this or another
+        process: the native env's batch state and sampler (example order, RNGs) and the
+        running episode returns. Picklable; the data itself is not included (the env
+        that :meth:`set_state` is called on loads it)."""
+        return copy.deepcopy(
+            {
+                "env": self.venv.__getstate__(),
+                "returns": self._returns,
+                "lengths": self._lengths,
+                "started": self._started,
+                "reset_infos": self.reset_infos,
+            }
+        )
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state` of an env made with the same id, ``n_envs`` and
+        make kwargs (anything else raises ``ValueError``, naming the difference)."""
+        env = copy.deepcopy(state["env"])
+        if env["num_envs"] != self.num_envs:
+            raise ValueError(
+                f"saved state has n_envs={env['num_envs']}, this env {self.num_envs}: resume with --n-envs {env['num_envs']}"
+            )
+        ours, theirs = self.venv._kwargs, env["_kwargs"]
+        if not _same_kwargs(ours, theirs):
+            raise ValueError(
+                f"saved state is of an env made with {theirs}, this one with {ours}: make the env with the same kwargs"
+            )
+        self.venv.__dict__.update(env)
+        self._returns = state["returns"].copy()
+        self._lengths = state["lengths"].copy()
+        self._started = state["started"]
+        self.reset_infos = copy.deepcopy(state["reset_infos"])
+        self._reset_seeds()
+        self._reset_options()
+
     # -- helpers -----------------------------------------------------------------------------------
     @staticmethod
     def _per_env(infos: dict[str, Any], slots: Any) -> list[dict[str, Any]]:
@@ -217,6 +255,19 @@ class LmgymVecEnv(VecEnv):
                 zip(*columns, strict=True), zip(*mask_lists, strict=True), strict=True
             )
         ]
+
+
+def _same_kwargs(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key in a:
+        try:
+            if not bool(a[key] == b[key]):
+                return False
+        except Exception:  # noqa: BLE001 - objects without a usable ==: compare their type
+            if type(a[key]) is not type(b[key]):
+                return False
+    return True
 
 
 def make_vec_env(
