@@ -111,3 +111,23 @@ def test_supervised_baseline_uses_ppo_recipe_and_budget(tmp_path):
     assert record["steps"] == 128 and [s for s, _ in record["curve"]] == [64, 128]
     assert record["recipe"]["updates"] == 2 * recipe["epochs"]
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
+
+
+def test_train_throughput_times_rollout_and_update_apart(tmp_path):
+    from benchmarks import train_throughput
+
+    out = tmp_path / "tt.json"
+    argv = ["--backbone", "tiny", "--data-dir", "sample", "--n-envs", "2", "4", "--iterations", "2",
+            "--n-steps", "8", "--out", str(out)]  # fmt: skip
+    assert train_throughput.main(argv) == 0
+    payload = json.loads(out.read_text())
+    assert payload["device"] and payload["cpu"] and payload["versions"]["torch"]
+    rows = payload["rows"]
+    assert [r["n_envs"] for r in rows] == [2, 4] and all(
+        r["env_steps"] == r["n_envs"] * 16 for r in rows
+    )
+    for r in rows:
+        # the two phases partition the timed span
+        total = r["env_steps"] / r["rollout_steps_per_s"] + r["env_steps"] / r["update_steps_per_s"]
+        assert total == pytest.approx(r["seconds"], rel=1e-6)
+        assert r["rollout_steps_per_s"] > 0 and r["update_steps_per_s"] > 0
