@@ -116,8 +116,8 @@ def pick_action(env: gym.Env, kind: str, value: int):
     return ODD_ACTIONS[value]
 
 
-# check_actions's np.mod on nan/inf warns before it raises the TypeError (reported, harmless).
-@pytest.mark.filterwarnings("ignore:invalid value encountered in remainder:RuntimeWarning")
+# nan/inf raise the TypeError without numpy's "invalid value" RuntimeWarning first
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("spec", LMGYM_SPECS, ids=lambda s: s.id)
 def test_adversarial_action_sequences_single_env(spec):
     space = gym.make(spec.id, **sample_kwargs(spec.id)).observation_space

@@ -93,7 +93,7 @@ def check_actions(actions: Any, n_actions: int, batch: int | None) -> np.ndarray
     """Validate and convert actions to ``int64`` (shape ``(batch,)``, or scalar when ``batch`` is None)."""
     array = np.asarray(actions)
     if array.dtype.kind not in "iub":
-        if array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0):
+        if array.dtype.kind == "f" and np.isfinite(array).all() and np.all(np.mod(array, 1) == 0):
             array = array.astype(np.int64)
         else:
             raise TypeError(f"actions must be integers, got dtype {array.dtype} ({actions!r:.80})")
