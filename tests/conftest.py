@@ -58,3 +58,14 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests build their caches in a temporary folder (never the user's ~/.cache)."""
     if "LMGYM_CACHE_DIR" not in os.environ or os.environ.get("LMGYM_TEST_SHARED_CACHE") != "1":
         os.environ["LMGYM_CACHE_DIR"] = str(tmp_path_factory.mktemp("lmgym-cache"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (small models: threads only add overhead and noise)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

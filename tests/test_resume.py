@@ -33,12 +33,7 @@ ALGO_HP = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def argv(log_dir: Path, run: str, algo: str, total: int, *extra: str) -> list[str]:
