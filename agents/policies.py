@@ -89,10 +89,61 @@ def _alias_value(name: str) -> str:
 
 
 class _TransformerHeadsMixin:
-    """``_build_mlp_extractor``/``_build``/``named_parameters`` shared by the actor-critic policies."""
+    """Constructor, heads, parameter names and constructor parameters of both actor-critic
+    policies (SB3's and sb3-contrib's maskable one; see :class:`TransformerPolicy`)."""
 
     features_extractor: TransformerExtractor
     head_kwargs: dict[str, Any]
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = False,
+        backbone: str | None = None,
+        vocab_size: int | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        dtype: str | None = None,
+        compile: bool | None = None,
+        trim_padding: bool | None = None,
+        attention_backend: str | None = None,
+        decoder_layers: int = 1,
+        task_families: list[str] | None = None,
+        task_n_actions: list[int] | None = None,
+        adapter_dim: int = 64,
+        use_obs_action_mask: bool = True,
+        features_extractor_class: type[BaseFeaturesExtractor] = TransformerExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        share_features_extractor: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.head_kwargs = dict(
+            decoder_layers=decoder_layers,
+            task_families=task_families,
+            task_n_actions=task_n_actions,
+            adapter_dim=adapter_dim,
+            use_obs_action_mask=use_obs_action_mask,
+        )
+        encoder = dict(backbone=backbone, vocab_size=vocab_size, backbone_kwargs=backbone_kwargs,
+                       dtype=dtype, compile=compile, trim_padding=trim_padding,
+                       attention_backend=attention_backend)  # fmt: skip
+        if kwargs.pop("use_sde", False):  # SB3 passes use_sde=False; MaskablePPO's policy has none
+            raise ValueError("transformer policies have Discrete actions: use_sde must be False")
+        super().__init__(  # type: ignore[call-arg]  # ActorCriticPolicy or its maskable twin
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch if net_arch is not None else DEFAULT_NET_ARCH,
+            activation_fn=activation_fn,
+            ortho_init=ortho_init,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=_extractor_kwargs(features_extractor_kwargs, encoder),
+            share_features_extractor=share_features_extractor,
+            **kwargs,
+        )
 
     def _build_mlp_extractor(self) -> None:
         pi_arch, vf_arch = _split_arch(self.net_arch)  # type: ignore[attr-defined]
@@ -169,57 +220,6 @@ class TransformerPolicy(_TransformerHeadsMixin, ActorCriticPolicy):
     :param kwargs: the rest of ``ActorCriticPolicy``'s arguments.
     """
 
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Discrete,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        activation_fn: type[nn.Module] = nn.Tanh,
-        ortho_init: bool = False,
-        backbone: str | None = None,
-        vocab_size: int | None = None,
-        backbone_kwargs: dict[str, Any] | None = None,
-        dtype: str | None = None,
-        compile: bool | None = None,
-        trim_padding: bool | None = None,
-        attention_backend: str | None = None,
-        decoder_layers: int = 1,
-        task_families: list[str] | None = None,
-        task_n_actions: list[int] | None = None,
-        adapter_dim: int = 64,
-        use_obs_action_mask: bool = True,
-        features_extractor_class: type[BaseFeaturesExtractor] = TransformerExtractor,
-        features_extractor_kwargs: dict[str, Any] | None = None,
-        share_features_extractor: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        self.head_kwargs = dict(
-            decoder_layers=decoder_layers,
-            task_families=task_families,
-            task_n_actions=task_n_actions,
-            adapter_dim=adapter_dim,
-            use_obs_action_mask=use_obs_action_mask,
-        )
-        encoder = dict(backbone=backbone, vocab_size=vocab_size, backbone_kwargs=backbone_kwargs,
-                       dtype=dtype, compile=compile, trim_padding=trim_padding,
-                       attention_backend=attention_backend)  # fmt: skip
-        assert not kwargs.get("use_sde", False), (
-            "transformer policies have Discrete actions: use_sde must be False"
-        )
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            net_arch=net_arch if net_arch is not None else DEFAULT_NET_ARCH,
-            activation_fn=activation_fn,
-            ortho_init=ortho_init,
-            features_extractor_class=features_extractor_class,
-            features_extractor_kwargs=_extractor_kwargs(features_extractor_kwargs, encoder),
-            share_features_extractor=share_features_extractor,
-            **kwargs,
-        )
-
 
 class MaskableTransformerPolicy(_TransformerHeadsMixin, MaskableActorCriticPolicy):
     """:class:`TransformerPolicy` for sb3-contrib's ``MaskablePPO`` (accepts ``action_masks``).
@@ -228,55 +228,6 @@ class MaskableTransformerPolicy(_TransformerHeadsMixin, MaskableActorCriticPolic
     masks from ``env.action_masks()``; the ``action_mask`` observation is applied too
     (same mask, so harmless) unless ``use_obs_action_mask=False``.
     """
-
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Discrete,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        activation_fn: type[nn.Module] = nn.Tanh,
-        ortho_init: bool = False,
-        backbone: str | None = None,
-        vocab_size: int | None = None,
-        backbone_kwargs: dict[str, Any] | None = None,
-        dtype: str | None = None,
-        compile: bool | None = None,
-        trim_padding: bool | None = None,
-        attention_backend: str | None = None,
-        decoder_layers: int = 1,
-        task_families: list[str] | None = None,
-        task_n_actions: list[int] | None = None,
-        adapter_dim: int = 64,
-        use_obs_action_mask: bool = True,
-        features_extractor_class: type[BaseFeaturesExtractor] = TransformerExtractor,
-        features_extractor_kwargs: dict[str, Any] | None = None,
-        share_features_extractor: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        self.head_kwargs = dict(
-            decoder_layers=decoder_layers,
-            task_families=task_families,
-            task_n_actions=task_n_actions,
-            adapter_dim=adapter_dim,
-            use_obs_action_mask=use_obs_action_mask,
-        )
-        encoder = dict(backbone=backbone, vocab_size=vocab_size, backbone_kwargs=backbone_kwargs,
-                       dtype=dtype, compile=compile, trim_padding=trim_padding,
-                       attention_backend=attention_backend)  # fmt: skip
-        kwargs.pop("use_sde", None)
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            net_arch=net_arch if net_arch is not None else DEFAULT_NET_ARCH,
-            activation_fn=activation_fn,
-            ortho_init=ortho_init,
-            features_extractor_class=features_extractor_class,
-            features_extractor_kwargs=_extractor_kwargs(features_extractor_kwargs, encoder),
-            share_features_extractor=share_features_extractor,
-            **kwargs,
-        )
 
 
 class TransformerQNetwork(QNetwork):
