@@ -102,6 +102,36 @@ def throughput_table(bench: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _grid(plt: Any, n: int, columns: int = 3) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels, at most ``columns`` per row; unused panels hidden."""
+    cols = min(n, columns)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def train_throughput_table(payload: dict[str, Any]) -> list[str]:
+    """Markdown table of a ``benchmarks.train_throughput`` JSON (PPO env-steps/s)."""
+    lines = [
+        f"## PPO training throughput on {payload['device']} (`python -m benchmarks.train_throughput`)", "",
+        f"env-steps/s; rollout = collection (env + policy forward), update = PPO's epochs of "
+        f"forward + backward over it; {payload.get('torch_threads', '?')} torch threads, "
+        f"commit {payload.get('commit', '?')}, {payload.get('date', '')}.", "",
+        "| env | backbone | n_envs | dtype | n_steps | batch | epochs | rollout | update | overall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in payload["rows"]:
+        lines.append(
+            f"| {r['env']} | {r['backbone']} | {r['n_envs']} | {r['dtype']} | {r['n_steps']} | "
+            f"{r['batch_size']} | {r['n_epochs']} | {r['rollout_steps_per_s']:,.1f} | "
+            f"{r['update_steps_per_s']:,.1f} | {r['steps_per_s']:,.1f} |"
+        )
+    return [*lines, ""]
+
+
 def plot(records: list[dict[str, Any]], out_dir: Path, name: str) -> list[Path]:
     import matplotlib
 
@@ -113,8 +143,8 @@ def plot(records: list[dict[str, Any]], out_dir: Path, name: str) -> list[Path]:
     envs = sorted(groups)
     paths = []
 
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    fig, axes = _grid(plt, len(envs))
+    for ax, env in zip(axes, envs, strict=False):
         metric = next(iter(groups[env].values()))[0]["metric"]
         for key in sorted(groups[env], key=_order):
             runs = [r for r in groups[env][key] if r.get("curve")]
@@ -150,8 +180,8 @@ def plot(records: list[dict[str, Any]], out_dir: Path, name: str) -> list[Path]:
     plt.close(fig)
     paths.append(path)
 
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    fig, axes = _grid(plt, len(envs))
+    for ax, env in zip(axes, envs, strict=False):
         metric = next(iter(groups[env].values()))[0]["metric"]
         keys = sorted(groups[env], key=_order)
         values = [[r["metrics"][metric] for r in groups[env][k]] for k in keys]
@@ -193,6 +223,9 @@ def build(
     text = "# lmgym leaderboard\n" + "\n".join(sections)
     if bench:
         text += "\n" + "\n".join(throughput_table(bench))
+    results_dir = throughput.parent if throughput else HERE / "results"
+    for path in sorted(results_dir.glob("train_throughput_*.json")):
+        text += "\n" + "\n".join(train_throughput_table(json.loads(path.read_text())))
     atomic_write_text(output, text)
     written.append(output)
     return written
@@ -210,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", type=Path, default=HERE / "plots")
     parser.add_argument("--throughput", type=Path, default=HERE / "results" / "throughput.json")
     args = parser.parse_args(argv)
-    folders = args.results or sorted(p for p in (HERE / "results").iterdir() if p.is_dir())
+    folders = args.results or sorted(
+        p for p in (HERE / "results").iterdir() if p.is_dir() and any(p.glob("*.json"))
+    )
     for path in build(folders, args.output, args.plots, args.throughput):
         print(path)
     return 0

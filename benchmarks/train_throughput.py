@@ -9,7 +9,8 @@ for the env and backbone; ``n_steps`` rollout steps per env), runs one warm-up i
 then times ``--iterations`` iterations with callbacks at rollout start/end, so collection
 (env + policy forward) and update (``n_epochs`` passes of forward + backward) are
 measured apart in the same run. Env-steps/s = steps collected / seconds. Results go to
-``benchmarks/results/train_throughput/<device>.json`` (atomically), with the device name,
+``benchmarks/results/train_throughput_<device>.json`` (atomically; ``benchmarks.report``
+adds them to ``LEADERBOARD.md``), with the device name,
 CPU model, library versions and commit.
 """
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="JSON path (default results/train_throughput/<device>.json)",
+        help="JSON path (default results/train_throughput_<device>.json)",
     )
     args = parser.parse_args(argv)
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,
     }
-    out = args.out or HERE / "results" / "train_throughput" / f"{args.device.split(':')[0]}.json"
+    out = args.out or HERE / "results" / f"train_throughput_{args.device.split(':')[0]}.json"
     write_json_atomic(out, payload)
     print(f"wrote {out}")
     return 0

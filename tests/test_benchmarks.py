@@ -131,3 +131,5 @@ def test_train_throughput_times_rollout_and_update_apart(tmp_path):
         total = r["env_steps"] / r["rollout_steps_per_s"] + r["env_steps"] / r["update_steps_per_s"]
         assert total == pytest.approx(r["seconds"], rel=1e-6)
         assert r["rollout_steps_per_s"] > 0 and r["update_steps_per_s"] > 0
+    table = report.train_throughput_table(payload)
+    assert sum(line.startswith("| lmgym/SST2-v0 | tiny |") for line in table) == 2
