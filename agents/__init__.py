@@ -12,6 +12,7 @@ Importing ``agents`` imports torch, transformers and SB3 but loads no weights.
 """
 
 from agents.backbones import make_backbone
+from agents.dqn import DQN
 from agents.evaluate import load_model, save_model
 from agents.extractor import FeatureLayout, TransformerExtractor
 from agents.heads import TaskHeads, infer_family
@@ -27,6 +28,7 @@ from agents.pretrain import pretrain
 from agents.reinforce import REINFORCE
 
 __all__ = [
+    "DQN",
     "REINFORCE",
     "AdaptiveKLController",
     "FeatureLayout",

@@ -18,10 +18,11 @@ pytest.importorskip("sb3_contrib")
 pytest.importorskip("transformers")
 
 from sb3_contrib import TRPO, MaskablePPO  # noqa: E402
-from stable_baselines3 import A2C, DQN, PPO  # noqa: E402
+from stable_baselines3 import A2C, PPO  # noqa: E402
 from stable_baselines3.common.utils import obs_as_tensor  # noqa: E402
 
 from agents import (  # noqa: E402
+    DQN,
     REINFORCE,
     AdaptiveKLController,
     KLPenaltyCallback,
@@ -512,3 +513,22 @@ def test_compile_matches_eager_and_keeps_parameter_names():
         a = eager.predict_values(eager.obs_to_tensor(obs)[0])
         b = compiled.predict_values(compiled.obs_to_tensor(obs)[0])
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_dqn_explores_only_valid_actions():
+    """epsilon-greedy and warm-up draws respect the observation's action_mask (QA: the
+    padding positions are invalid); SB3's DQN would draw them from the whole space."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([FAKE_ENVS["qa"], FAKE_ENVS["qa"]])
+    model = make_model("dqn", venv.envs[0])
+    obs = venv.reset()
+    model.exploration_rate = 1.0
+    for _ in range(20):
+        actions, _ = model.predict(obs)
+        assert obs["action_mask"][np.arange(2), actions].all()
+    model._last_obs = obs
+    model.num_timesteps = 0
+    warmup, buffered = model._sample_action(learning_starts=10, n_envs=2)
+    assert obs["action_mask"][np.arange(2), warmup].all() and np.array_equal(warmup, buffered)
+    assert not obs["action_mask"].all(), "the fixture must have invalid actions for this test"
