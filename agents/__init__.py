@@ -26,10 +26,12 @@ from agents.policies import (
 )
 from agents.pretrain import pretrain
 from agents.reinforce import REINFORCE
+from agents.trpo import TRPO
 
 __all__ = [
     "DQN",
     "REINFORCE",
+    "TRPO",
     "AdaptiveKLController",
     "FeatureLayout",
     "KLPenaltyCallback",

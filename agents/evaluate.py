@@ -22,11 +22,12 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 def algorithms() -> dict[str, type[BaseAlgorithm]]:
     """Algorithm name (as in ``--algo`` and the sidecar) -> class."""
-    from sb3_contrib import TRPO, MaskablePPO
+    from sb3_contrib import MaskablePPO
     from stable_baselines3 import A2C, PPO
 
     from agents.dqn import DQN
     from agents.reinforce import REINFORCE
+    from agents.trpo import TRPO
 
     return {
         "ppo": PPO,

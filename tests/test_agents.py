@@ -17,13 +17,14 @@ pytest.importorskip("stable_baselines3")
 pytest.importorskip("sb3_contrib")
 pytest.importorskip("transformers")
 
-from sb3_contrib import TRPO, MaskablePPO  # noqa: E402
+from sb3_contrib import MaskablePPO  # noqa: E402
 from stable_baselines3 import A2C, PPO  # noqa: E402
 from stable_baselines3.common.utils import obs_as_tensor  # noqa: E402
 
 from agents import (  # noqa: E402
     DQN,
     REINFORCE,
+    TRPO,
     AdaptiveKLController,
     KLPenaltyCallback,
     MaskableTransformerPolicy,
@@ -532,3 +533,32 @@ def test_dqn_explores_only_valid_actions():
     warmup, buffered = model._sample_action(learning_starts=10, n_envs=2)
     assert obs["action_mask"][np.arange(2), warmup].all() and np.array_equal(warmup, buffered)
     assert not obs["action_mask"].all(), "the fixture must have invalid actions for this test"
+
+
+def test_trpo_actor_gradients_equal_sb3_contribs_per_parameter_ones():
+    """agents.TRPO takes the KL and surrogate gradients in one backward pass (one graph
+    instead of one per parameter tensor, which exhausted memory on real data); the
+    parameters, shapes and values must be sb3-contrib's."""
+    import copy
+
+    from sb3_contrib import TRPO as ContribTRPO
+
+    env = FAKE_ENVS["ner"]()
+    model = make_model("trpo", env)
+    obs, _ = env.reset(seed=0)
+    batch = {k: torch.as_tensor(np.stack([v] * 4)) for k, v in obs.items()}
+    with torch.no_grad():  # as TRPO.train: SB3 reuses one distribution object, so copy
+        old = copy.copy(model.policy.get_distribution(batch))
+    dist = model.policy.get_distribution(batch)
+    actions = torch.tensor([0, 1, 2, 1])
+    ratio = torch.exp(dist.log_prob(actions) - old.log_prob(actions))
+    objective = (torch.tensor([1.0, -0.5, 0.3, 2.0]) * ratio).mean()
+    kl = torch.distributions.kl_divergence(dist.distribution, old.distribution).mean()
+    ours = TRPO._compute_actor_grad(model, kl, objective)
+    theirs = ContribTRPO._compute_actor_grad(model, kl, objective)
+    assert [id(p) for p in ours[0]] == [id(p) for p in theirs[0]] and ours[3] == [
+        tuple(s) for s in theirs[3]
+    ]
+    torch.testing.assert_close(ours[1], theirs[1])
+    torch.testing.assert_close(ours[2], theirs[2])
+    assert len(ours[0]) > 10  # the encoder's tensors are actor parameters
