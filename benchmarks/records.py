@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,28 +37,10 @@ def run_id(env: str, algo: str, backbone: str, seed: int) -> str:
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=10,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=10,
-        )
-        return (
-            out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-            if out.returncode == 0
-            else "unknown"
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """Short ``HEAD`` of this checkout, ``+dirty`` with uncommitted tracked changes."""
+    from lmgym.bench import git_commit as head
+
+    return head() or "unknown"
 
 
 def versions() -> dict[str, str]:
