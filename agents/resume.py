@@ -19,7 +19,8 @@ interrupted run also needs, at the moment of the checkpoint:
 
 :func:`capture` gathers these into a dict that :func:`agents.evaluate.save_model` stores
 inside the same zip (``model.save(include=[RESUME_ATTR])``), so the checkpoint stays one
-atomically replaced file; :func:`restore` puts them back after ``load_model``.
+atomically replaced file; after ``load_model``, :func:`restore_env_and_callbacks` and then
+:func:`restore_rng` put them back.
 Checkpoints are taken between two iterations (``on_rollout_start``), where an on-policy
 algorithm's state is exactly the list above: its rollout buffer is empty.
 
@@ -101,6 +102,13 @@ def _csv_position(logger: Any) -> dict[str, Any] | None:
     return {"keys": list(writer.keys), "lines": rows}
 
 
+def _rewrite_csv(writer: Any, lines: list[str], keys: list[str]) -> None:
+    """SB3's CSV writer opened progress.csv with "w+": put back ``lines`` and their columns."""
+    writer.file.writelines(lines)
+    writer.file.flush()
+    writer.keys = list(keys)
+
+
 def read_progress(path: Any) -> list[str] | None:
     """The lines of a run's ``progress.csv`` before a resumed run's logger truncates it."""
     try:
@@ -111,8 +119,8 @@ def read_progress(path: Any) -> list[str] | None:
 
 
 def resumable(model: Any) -> str | None:
-    """None if ``model`` carries a resume state that :func:`restore` can apply exactly,
-    else why not (the text of a warning)."""
+    """None if ``model`` carries a resume state that can be applied exactly, else why not
+    (the text of a warning)."""
     state = getattr(model, RESUME_ATTR, None)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         return "the checkpoint has no resume state (not written by lmgym train)"
@@ -145,9 +153,7 @@ def restore_env_and_callbacks(
     if why is not None:
         model._last_obs = None  # SB3 then resets the env: obs and env state agree again
         if writer is not None and previous_csv:  # keep the whole earlier log
-            writer.file.writelines(previous_csv)
-            writer.file.flush()
-            writer.keys = previous_csv[0].rstrip("\n").split(",")
+            _rewrite_csv(writer, previous_csv, previous_csv[0].rstrip("\n").split(","))
         return
     state = getattr(model, RESUME_ATTR)
     model.get_env().set_state(state["env"])
@@ -161,10 +167,7 @@ def restore_env_and_callbacks(
         logger.name_to_excluded.update(pending["excluded"])
     position = state.get("csv")
     if writer is not None and position is not None and previous_csv:
-        # SB3's CSV writer opened progress.csv with "w+": put back the rows up to the checkpoint
-        writer.file.writelines(previous_csv[: position["lines"]])
-        writer.file.flush()
-        writer.keys = list(position["keys"])
+        _rewrite_csv(writer, previous_csv[: position["lines"]], position["keys"])
     saved = state["callbacks"]
     for cb in callbacks:
         if hasattr(cb, "load_state_dict") and _callback_key(cb) in saved:
@@ -173,10 +176,9 @@ def restore_env_and_callbacks(
 
 def restore_rng(model: Any) -> None:
     """Put back every random stream; call last, just before ``learn``."""
-    state = getattr(model, RESUME_ATTR, None)
-    if resumable(model) is not None or state is None:
+    if resumable(model) is not None:
         return
-    rng = state["rng"]
+    rng = getattr(model, RESUME_ATTR)["rng"]
     th.set_rng_state(th.from_numpy(rng["torch"]))
     if rng["cuda"] is not None and th.cuda.is_available():
         th.cuda.set_rng_state_all([th.from_numpy(s) for s in rng["cuda"]])
