@@ -16,6 +16,27 @@ small next to the encoder itself.
 
 Integer observations reach the extractor as float32 (SB3's ``preprocess_obs``); token ids
 are cast back with ``.long()`` (exact below 2**24).
+
+The encoder runs once per *distinct* encoder input (``input_ids``, ``attention_mask``,
+``token_type_ids``), never once per step (both exact; ``dedup=False`` / ``cache=False``
+switch them off):
+
+* **dedup**: identical rows of a batch are encoded once and gathered back. A NER minibatch
+  holds several words of one sentence, a QA minibatch both stages of a question; autograd
+  sums the gradients of the copies, as if each had been encoded on its own.
+* **cache**: without gradients (the rollout, evaluation), hidden states are kept per
+  encoder input while the encoder's weights are unchanged, so an episode whose encoder
+  input does not change between steps (NER: every word of a sentence; translation: the
+  source while the prefix grows; QA: both stages) is encoded once. The cache is keyed by
+  the input's bytes, invalidated by the weights' version counters (every optimizer
+  step or ``load_state_dict`` bumps them) and emptied whenever the module switches mode
+  (see :meth:`TransformerExtractor.train`), so it never serves states of other weights.
+  It is used only in eval mode (``policy.set_training_mode(False)``: SB3's rollouts,
+  ``predict``); DQN's target network, which SB3 updates in eval mode through
+  ``param.data``, never caches.
+
+Hidden states at padding positions are zeroed, so a row's features do not depend on what
+else is in its batch (the heads never read padding positions).
 """
 
 from __future__ import annotations
@@ -113,6 +134,10 @@ class TransformerExtractor(BaseFeaturesExtractor):
         scaled-dot-product attention (encoder and translation decoder). Required by TRPO,
         whose Hessian-vector products differentiate twice: the flash / memory-efficient
         kernels have no double backward. ``None`` lets PyTorch pick (fastest).
+    :param dedup: encode identical rows of a batch once (exact; see the module doc).
+    :param cache: reuse hidden states of inputs already encoded with the current weights
+        when no gradient is needed (exact; see the module doc).
+    :param cache_size: most encoder inputs the cache holds (it is emptied when full).
     """
 
     def __init__(
@@ -125,6 +150,9 @@ class TransformerExtractor(BaseFeaturesExtractor):
         compile: bool = False,
         trim_padding: bool = True,
         attention_backend: str | None = None,
+        dedup: bool = True,
+        cache: bool = True,
+        cache_size: int = 4096,
     ) -> None:
         assert (
             isinstance(observation_space, spaces.Dict) and "input_ids" in observation_space.spaces
@@ -155,6 +183,14 @@ class TransformerExtractor(BaseFeaturesExtractor):
         self.trim_padding = trim_padding
         self.use_token_type_ids = "token_type_ids" in observation_space.spaces
         self.attention_backend = attention_backend
+        self.dedup = dedup
+        self.cache = cache
+        self.cache_size = int(cache_size)
+        self._cache: dict[bytes, th.Tensor] = {}
+        self._cache_version: tuple[int, ...] | None = None
+        #: encoder rows (after dedup / cache) and tokens (after trimming) run so far
+        self.encoder_rows = 0
+        self.encoder_tokens = 0
         if compile:
             self.encoder.compile()
 
@@ -163,14 +199,62 @@ class TransformerExtractor(BaseFeaturesExtractor):
             return contextlib.nullcontext()
         return th.autocast(device_type=device.type, dtype=DTYPES[self.dtype])
 
+    def encoder_inputs(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        """``[B, n * seq_len]`` int64: the rows the encoder reads, side by side."""
+        parts = [obs["input_ids"], obs["attention_mask"]]
+        if self.use_token_type_ids:
+            parts.append(obs["token_type_ids"])
+        return th.cat([part.long() for part in parts], dim=1)
+
     def encode(self, obs: dict[str, th.Tensor]) -> th.Tensor:
-        """Per-token hidden states ``[B, seq_len, hidden_size]`` in fp32."""
-        input_ids = obs["input_ids"].long()
-        attention_mask = obs["attention_mask"].long()
-        batch, seq_len = input_ids.shape
+        """Per-token hidden states ``[B, seq_len, hidden_size]`` in fp32 (zero at padding)."""
+        rows = self.encoder_inputs(obs)
+        if self.cache and not self.training and not th.is_grad_enabled():
+            return self._encode_cached(rows)
+        if self.dedup and rows.shape[0] > 1:
+            unique, inverse = th.unique(rows, dim=0, return_inverse=True)
+            if unique.shape[0] < rows.shape[0]:
+                return self._encode_rows(unique).index_select(0, inverse)
+        return self._encode_rows(rows)
+
+    def train(self, mode: bool = True) -> TransformerExtractor:
+        """As ``nn.Module.train``; any switch of mode empties the cache.
+
+        SB3 switches the policy to eval mode when a rollout starts and to training mode
+        before it changes the weights, and some code changes weights without bumping
+        version counters (sb3-contrib's TRPO line search assigns ``param.data``, SB3's
+        ``polyak_update`` writes ``param.data`` in place), so the cache lives within one
+        eval-mode stretch at most. Code that edits ``.data`` of an eval-mode policy
+        itself should call :meth:`clear_cache`.
+        """
+        self.clear_cache()
+        return super().train(mode)
+
+    def clear_cache(self) -> None:
+        """Forget every cached hidden state."""
+        self._cache.clear()
+        self._cache_version = None
+
+    def _encode_cached(self, rows: th.Tensor) -> th.Tensor:
+        version = tuple((p.data_ptr(), p._version) for p in self.encoder.parameters())
+        if version != self._cache_version or len(self._cache) > self.cache_size:
+            self._cache.clear()
+            self._cache_version = version
+        keys = [row.numpy().tobytes() for row in rows.cpu()]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
+        if missing:
+            first = {key: i for i, key in reversed(list(enumerate(keys)))}
+            index = th.tensor([first[key] for key in missing], device=rows.device)
+            hidden = self._encode_rows(rows.index_select(0, index))
+            self._cache.update(zip(missing, hidden, strict=True))
+        return th.stack([self._cache[key] for key in keys])
+
+    def _encode_rows(self, rows: th.Tensor) -> th.Tensor:
+        seq_len = self.layout.seq_len
+        input_ids, attention_mask = rows[:, :seq_len], rows[:, seq_len : 2 * seq_len]
         kwargs: dict[str, th.Tensor] = {}
         if self.use_token_type_ids:
-            kwargs["token_type_ids"] = obs["token_type_ids"].long()
+            kwargs["token_type_ids"] = rows[:, 2 * seq_len :]
         length = seq_len
         if self.trim_padding:
             attended = attention_mask.any(dim=0).nonzero()
@@ -178,9 +262,11 @@ class TransformerExtractor(BaseFeaturesExtractor):
         if length < seq_len:
             input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
             kwargs = {key: value[:, :length] for key, value in kwargs.items()}
+        self.encoder_rows += int(input_ids.shape[0])
+        self.encoder_tokens += int(input_ids.numel())
         with self._autocast(input_ids.device), attention_context(self.attention_backend):
             out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        hidden = out.last_hidden_state.float()
+        hidden = out.last_hidden_state.float() * attention_mask.unsqueeze(-1).float()
         if length < seq_len:
             hidden = th.nn.functional.pad(hidden, (0, 0, 0, seq_len - length))
         return hidden
