@@ -84,6 +84,30 @@ def _extractor_kwargs(
     return merged
 
 
+def make_optimizer(
+    optimizer_class: type[th.optim.Optimizer],
+    params: Any,
+    lr: float,
+    optimizer_kwargs: dict[str, Any],
+) -> th.optim.Optimizer:
+    """``optimizer_class(params, lr, **optimizer_kwargs)``, fused where torch offers it.
+
+    Adam and AdamW get ``fused=True`` unless ``optimizer_kwargs`` chooses ``fused`` or
+    ``foreach`` itself: one kernel over all tensors instead of a Python loop (on a 2-core
+    CPU, 6.5x faster for MiniLM's 22.7M parameters; the result differs from the loop by
+    float rounding, ~1e-7). Pass ``optimizer_kwargs=dict(fused=False, eps=1e-5)`` for
+    SB3's loop (SB3 sets ``eps=1e-5`` only when ``optimizer_kwargs`` is None).
+    """
+    params = list(params)
+    kwargs = dict(optimizer_kwargs)
+    if optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(kwargs):
+        try:
+            return optimizer_class(params, lr=lr, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+            pass
+    return optimizer_class(params, lr=lr, **kwargs)
+
+
 def _alias_value(name: str) -> str:
     return ".".join("v_proj" if part == "value" else part for part in name.split("."))
 
@@ -115,6 +139,7 @@ class _TransformerHeadsMixin:
         task_n_actions: list[int] | None = None,
         adapter_dim: int = 64,
         use_obs_action_mask: bool = True,
+        critic_encoder_grad: bool = True,
         features_extractor_class: type[BaseFeaturesExtractor] = TransformerExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         share_features_extractor: bool = True,
@@ -126,6 +151,7 @@ class _TransformerHeadsMixin:
             task_n_actions=task_n_actions,
             adapter_dim=adapter_dim,
             use_obs_action_mask=use_obs_action_mask,
+            critic_encoder_grad=critic_encoder_grad,
         )
         encoder = dict(backbone=backbone, vocab_size=vocab_size, backbone_kwargs=backbone_kwargs,
                        dtype=dtype, compile=compile, trim_padding=trim_padding,
@@ -170,10 +196,11 @@ class _TransformerHeadsMixin:
             # heads only: orthogonal init would wreck a pretrained encoder
             self.mlp_extractor.apply(partial(BasePolicy.init_weights, gain=np.sqrt(2)))
             self.value_net.apply(partial(BasePolicy.init_weights, gain=1.0))
-        self.optimizer = self.optimizer_class(  # type: ignore[attr-defined]
+        self.optimizer = make_optimizer(
+            self.optimizer_class,  # type: ignore[attr-defined]
             self.parameters(),  # type: ignore[attr-defined]
-            lr=lr_schedule(1),
-            **self.optimizer_kwargs,  # type: ignore[attr-defined]
+            lr_schedule(1),
+            self.optimizer_kwargs,  # type: ignore[attr-defined]
         )
 
     def named_parameters(  # type: ignore[override]
@@ -216,6 +243,8 @@ class TransformerPolicy(_TransformerHeadsMixin, ActorCriticPolicy):
     :param task_n_actions: multitask: action count of each task.
     :param adapter_dim: multitask: adapter width.
     :param use_obs_action_mask: mask logits with the ``action_mask`` observation.
+    :param critic_encoder_grad: let the value loss train the (shared) encoder; ``False``
+        detaches the critic's input so only the policy loss shapes the encoder.
     :param share_features_extractor: one encoder for actor and critic (default) or two.
     :param kwargs: the rest of ``ActorCriticPolicy``'s arguments.
     """
@@ -343,6 +372,15 @@ class TransformerQPolicy(DQNPolicy):
             features_extractor_class=features_extractor_class,
             features_extractor_kwargs=_extractor_kwargs(features_extractor_kwargs, encoder),
             **kwargs,
+        )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        # SB3's polyak_update writes the target's ``param.data`` in place while it stays in
+        # eval mode: no version bump, no mode switch, so its encoder cache would go stale.
+        self.q_net_target.features_extractor.cache = False
+        self.optimizer = make_optimizer(
+            self.optimizer_class, self.q_net.parameters(), lr_schedule(1), self.optimizer_kwargs
         )
 
     def make_q_net(self) -> TransformerQNetwork:

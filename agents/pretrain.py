@@ -20,6 +20,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 
 from agents.heads import NEG
+from agents.policies import make_optimizer
 
 
 def _unwrap(env: Any) -> Any:
@@ -105,7 +106,7 @@ def pretrain(
     stream = ExpertStream(env_or_id, n_envs=n_envs, seed=seed, **make_kwargs)
     policy = model.policy
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = th.optim.AdamW(params, lr=lr)
+    optimizer = make_optimizer(th.optim.AdamW, params, lr, {})
     losses: list[float] = []
     accuracies: list[float] = []
     policy.set_training_mode(True)
