@@ -38,7 +38,8 @@ HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
 #: keys of a hyperparameter entry that are not algorithm constructor arguments
 SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
-              "pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides")  # fmt: skip
+              "pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides",
+              "minibatch")  # fmt: skip
 #: metrics, in order of preference, that decide the best checkpoint
 PRIMARY_METRICS = ("entity_f1", "accuracy", "bleu", "f1", "exact_match", "mean_reward")
 
@@ -440,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     from stable_baselines3.common.logger import configure
 
     from agents import resume
+    from agents.buffers import rollout_buffer_class
     from agents.evaluate import algorithms, load_model, save_model
     from agents.kl import KLPenaltyCallback
     from agents.policies import env_policy_kwargs
@@ -472,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     kl_coef = float(args.kl_coef if args.kl_coef is not None else hp.pop("kl_coef", 0.0))
     kl_target = args.kl_target if args.kl_target is not None else hp.pop("kl_target", None)
     kl_horizon = int(hp.pop("kl_horizon", 10_000))
+    buffer_class = rollout_buffer_class(str(hp.pop("minibatch", "random")), args.algo)
+    if buffer_class is not None:
+        hp["rollout_buffer_class"] = buffer_class
     for key in SETUP_KEYS:
         hp.pop(key, None)
 
