@@ -452,6 +452,10 @@ class TaskHeads(nn.Module):
     :param with_critic: build the critic (``False`` for DQN's Q-network).
     :param attention_backend: ``"math"`` to force the math attention kernel in the
         translation decoder (TRPO; see :class:`~agents.extractor.TransformerExtractor`).
+    :param critic_encoder_grad: let the value loss train the shared encoder. ``False``
+        detaches the hidden states the critic reads, so only the policy loss shapes the
+        encoder (the critic still learns its own ``value_*`` layers); this matters with a
+        shared extractor, where the value loss otherwise swamps the policy gradient.
     """
 
     def __init__(
@@ -470,9 +474,11 @@ class TaskHeads(nn.Module):
         use_obs_action_mask: bool = True,
         with_critic: bool = True,
         attention_backend: str | None = None,
+        critic_encoder_grad: bool = True,
     ) -> None:
         super().__init__()
         self.layout = layout
+        self.critic_encoder_grad = critic_encoder_grad
         self.attention_backend = attention_backend
         self.family = infer_family(observation_space)
         self.use_obs_action_mask = use_obs_action_mask and "action_mask" in observation_space.spaces
@@ -534,6 +540,8 @@ class TaskHeads(nn.Module):
 
     def forward_critic(self, features: th.Tensor) -> th.Tensor:
         hidden, obs = self.layout.unpack(features)
+        if not self.critic_encoder_grad:
+            hidden = hidden.detach()
         return self.value_mlp(self.value_pool(hidden, obs))
 
     def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
