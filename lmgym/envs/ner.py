@@ -47,16 +47,18 @@ def tag_set(sentences: list[TaggedSentence]) -> tuple[str, ...]:
     return ("O", *(f"{p}-{t}" for t in types for p in ("B", "I")))
 
 
-def balanced_weights(tags: tuple[str, ...], gold: Any) -> np.ndarray:
-    """Per-tag reward weights ``1 / (K * p(tag))`` from the training split's gold tags.
+def balanced_weights(tags: tuple[str, ...], gold: Any, power: float = 1.0) -> np.ndarray:
+    """Per-tag reward weights ``p(tag) ** -power`` from the training split's gold tags,
+    scaled so that the expert earns 1 per word on average.
 
-    ``p`` is each tag's share of the gold tags and ``K`` the number of tags that occur, so
-    the expert still earns 1 per word on average while "always ``O``" earns only ``1 / K``
-    of that (sklearn's ``class_weight="balanced"``). Tags absent from the split get the
-    largest weight of the others.
+    ``p`` is each tag's share of the gold tags. With ``power=1`` every tag that occurs earns
+    the same in total (sklearn's ``class_weight="balanced"``: ``1 / (K p)`` for ``K``
+    tags) and "always ``O``" earns ``1 / K``; ``power=0.5`` is a softer balance; ``0`` is
+    the plain token reward. Tags absent from the split get the largest weight of the others.
 
     :param tags: the tag set, in action order.
     :param gold: an int array of gold tag ids (``-1`` = padding) or tagged sentences.
+    :param power: how strongly rare tags are up-weighted.
     """
     if isinstance(gold, np.ndarray):
         ids = gold[gold >= 0]
@@ -65,8 +67,10 @@ def balanced_weights(tags: tuple[str, ...], gold: Any) -> np.ndarray:
         ids = np.array([index[t] for s in gold for t in s.tags if t in index], dtype=np.int64)
     counts = np.bincount(ids, minlength=len(tags)).astype(np.float64)
     present = counts > 0
+    share = counts / max(counts.sum(), 1.0)
     weights = np.zeros(len(tags))
-    weights[present] = counts.sum() / (present.sum() * counts[present])
+    weights[present] = share[present] ** -float(power)
+    weights[present] /= (share[present] * weights[present]).sum()
     weights[~present] = weights[present].max() if present.any() else 1.0
     return weights.astype(np.float32)
 
@@ -98,6 +102,7 @@ class NERCore(TaskCore):
         max_length: int = 128,
         max_words: int = 128,
         reward_mode: str = "token",
+        balance_power: float = 1.0,
         bio_mask: bool = True,
         tags: tuple[str, ...] | None = None,
         tag_column: int = -1,
@@ -143,7 +148,9 @@ class NERCore(TaskCore):
         self.tag_weights = np.ones(len(self.tags), dtype=np.float32)
         if reward_mode == "balanced":
             gold = self.data["gold"] if split == "train" else None
-            self.tag_weights = balanced_weights(self.tags, train.load() if gold is None else gold)
+            self.tag_weights = balanced_weights(
+                self.tags, train.load() if gold is None else gold, balance_power
+            )
 
         n_tags = len(self.tags)
         self.single_action_space = spaces.Discrete(n_tags)
@@ -507,7 +514,8 @@ class NEREnv(LmgymEnv):
     ``split`` (train/validation/test), ``data_dir``, ``data_files`` (CoNLL files of your
     own: a path or ``{split: path}``), ``tokenizer`` (None = WordPiece trained on train,
     ``"minilm"``, a path, a tokenizer object), ``max_length=128``, ``max_words=128``,
-    ``reward_mode``, ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human).
+    ``reward_mode``, ``balance_power=1.0`` (``"balanced"``: weights ``p(tag) ** -power``,
+    rescaled), ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human).
     Sentences longer than ``max_words`` words are tagged up to ``max_words`` only; words whose
     first sub-word falls past ``max_length - 2`` point at the last position (both are counted
     in ``env.unwrapped.core.n_truncated``; none on CoNLL-2003 with the defaults).
