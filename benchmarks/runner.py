@@ -1,8 +1,9 @@
 """One leaderboard run: a baseline, supervised fine-tuning, or RL with the ``agents`` code.
 
 * ``random`` / ``majority`` / ``expert``: :func:`lmgym.evaluate` with that baseline.
-* ``supervised``: the same policy (PPO's, same backbone) fine-tuned on the env's expert
-  actions with the run's budget and PPO's optimisation recipe, via :func:`agents.pretrain`:
+* ``supervised``: the same policy (PPO's, same backbone, same env kwargs and so the same
+  tokenizer: :func:`run_setup`) fine-tuned on the env's expert actions with the run's
+  budget and PPO's optimisation recipe, via :func:`agents.pretrain`:
   ``steps`` labelled transitions, collected ``eval_every`` at a time as PPO collects
   rollouts, each chunk passed over ``n_epochs`` times in minibatches of ``batch_size`` at
   PPO's learning rate (all three read from ``agents/hyperparams/ppo.yml`` for the
@@ -38,6 +39,29 @@ FAMILY_METRIC = {
 BASELINES = ("random", "majority", "expert")
 
 
+def run_setup(config: Any, algo: str | None = None) -> dict[str, Any]:
+    """The env kwargs and policy kwargs a run trains with, as ``agents.train`` resolves them.
+
+    The YAML entry of ``algo`` (default: the run's, PPO's for baselines) for the env and
+    backbone gives ``env_kwargs`` (e.g. ``tokenizer: minilm`` for the pretrained backbone
+    only) and ``policy_kwargs``; the spec's ``make_kwargs`` and ``hyperparams`` override
+    them. RL runs and the supervised baseline both read their observations through this,
+    so they share env, tokenizer, backbone and budget.
+
+    :param config: a :class:`benchmarks.leaderboard.RunConfig`.
+    :param algo: the YAML file to read (``agents/hyperparams/<algo>.yml``).
+    :return: ``{"make_kwargs": ..., "policy_kwargs": ...}``.
+    """
+    from agents.train import ALGOS, load_hyperparams
+
+    name = algo or (config.algo if config.algo in ALGOS else "ppo")
+    hp = load_hyperparams(name, config.env, config.backbone)
+    hp.update(config.hyperparams)
+    make_kwargs = {**(hp.get("env_kwargs") or {}), **config.make_kwargs}
+    policy_kwargs = dict(hp.get("policy_kwargs") or {})
+    return {"make_kwargs": make_kwargs, "policy_kwargs": policy_kwargs}
+
+
 def primary_metric(env_id: str, make_kwargs: dict[str, Any]) -> str:
     family = gym.make(env_id, **make_kwargs).unwrapped.core.family
     return FAMILY_METRIC[family]
@@ -57,6 +81,7 @@ def run_one(config: Any) -> dict[str, Any]:
         "env": config.env, "algo": config.algo, "backbone": config.backbone, "seed": config.seed,
         "metric": metric, "device": device_name(config.device), "cpu": cpu_model(),
         "versions": versions(), "commit": git_commit(), "curve": [], "steps": 0,
+        "make_kwargs": dict(config.make_kwargs),
     }  # fmt: skip
     if config.algo in BASELINES:
         result = lmgym.evaluate(
@@ -100,9 +125,12 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
     from agents import TransformerPolicy, env_policy_kwargs, pretrain
     from lmgym.sb3 import make_vec_env
 
-    venv = make_vec_env(config.env, config.n_envs, seed=config.seed, **config.make_kwargs)
+    setup = run_setup(config, "ppo")
+    make_kwargs = setup["make_kwargs"]
+    venv = make_vec_env(config.env, config.n_envs, seed=config.seed, **make_kwargs)
+    policy_kwargs = {"backbone": config.backbone, **env_policy_kwargs(venv), **setup["policy_kwargs"]}
     model = PPO(TransformerPolicy, venv, seed=config.seed, device=config.device, verbose=0,
-                policy_kwargs={"backbone": config.backbone, **env_policy_kwargs(venv)})  # fmt: skip
+                policy_kwargs=policy_kwargs)  # fmt: skip
     recipe = supervised_recipe(config.env, config.backbone)
     batch = recipe["batch_size"]
     chunk = max(1, config.eval_every // batch)
@@ -118,7 +146,7 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
             lr=recipe["lr"],
             epochs=recipe["epochs"],
             seed=config.seed + done,
-            **config.make_kwargs,
+            **make_kwargs,
         )
         done += n
         score = lmgym.evaluate(
@@ -126,17 +154,18 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
             config.env,
             split="validation",
             max_examples=config.eval_examples,
-            **config.make_kwargs,
+            **make_kwargs,
         )[metric]
         curve.append([done * batch, float(score)])
     result = lmgym.evaluate(
-        model, config.env, split="test", max_examples=config.test_examples, **config.make_kwargs
+        model, config.env, split="test", max_examples=config.test_examples, **make_kwargs
     )
     return {
         "metrics": _numbers(result),
         "curve": curve,
         "steps": total * batch,
         "recipe": {**recipe, "updates": total * recipe["epochs"]},
+        "make_kwargs": make_kwargs,
     }
 
 
@@ -165,6 +194,11 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
                 raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
             model, saved = load_model(path, device=config.device)
             make_kwargs = {k: v for k, v in saved.get("make_kwargs", {}).items() if k != "split"}
+            if make_kwargs != run_setup(config)["make_kwargs"]:
+                raise RuntimeError(
+                    f"agents.train ran {config.env} with {make_kwargs}, not the "
+                    f"{run_setup(config)['make_kwargs']} that the baselines use"
+                )
             steps = int(model.num_timesteps)
             score = lmgym.evaluate(
                 model,
@@ -177,4 +211,4 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
         result = lmgym.evaluate(
             model, config.env, split="test", max_examples=config.test_examples, **make_kwargs
         )
-    return {"metrics": _numbers(result), "curve": curve, "steps": steps}
+    return {"metrics": _numbers(result), "curve": curve, "steps": steps, "make_kwargs": make_kwargs}
