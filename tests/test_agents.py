@@ -1,6 +1,6 @@
 """Tests of the agents package: heads, SB3 algorithms x task families, REINFORCE, BC, KL control.
 
-Everything runs on the tiny fake envs of ``agents.testing`` (observation spaces exactly as
+Everything runs on the tiny fake envs of ``tests/fakes.py`` (observation spaces exactly as
 in docs/ARCHITECTURE.md) with a very small from-scratch encoder, so the not-slow tests
 take about a minute on 2 CPU cores. ``tests/test_agents_train.py`` covers the train
 script, saving/loading and the real lmgym envs on their sample data.
@@ -38,7 +38,7 @@ from agents import (  # noqa: E402
 )
 from agents.heads import NEG  # noqa: E402
 from agents.reinforce import monte_carlo_returns  # noqa: E402
-from agents.testing import FAKE_ENVS, random_score  # noqa: E402
+from tests.fakes import FAKE_ENVS, random_score  # noqa: E402
 
 FAMILIES = list(FAKE_ENVS)
 #: a very small encoder for the algorithm x family matrix (still the "tiny" BertConfig path)
