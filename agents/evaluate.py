@@ -12,13 +12,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from lmgym.data.cache import atomic_write
+from lmgym.provenance import git_commit
 
 
 def algorithms() -> dict[str, type[BaseAlgorithm]]:
@@ -71,21 +71,6 @@ def _jsonable(value: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return [_jsonable(v) for v in value]
         return repr(value)
-
-
-def git_commit() -> str | None:
-    """The repository's HEAD commit, if this is a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def save_model(
