@@ -36,7 +36,7 @@ typecheck:
 	$(PYTHON) -m mypy
 
 bench: $(STAMP)
-	$(PYTHON) -m lmgym.cli bench
+	$(PYTHON) -m lmgym.cli bench --output benchmarks/results/throughput.json
 
 clean:
 	rm -rf .make build *.egg-info .pytest_cache

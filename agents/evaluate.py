@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
+
+from lmgym.data.cache import atomic_write
+from lmgym.provenance import git_commit
 
 
 def algorithms() -> dict[str, type[BaseAlgorithm]]:
@@ -72,37 +73,6 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def git_commit() -> str | None:
-    """The repository's HEAD commit, if this is a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temp file in ``path``'s folder, then ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_model(
     model: BaseAlgorithm,
     path: str | os.PathLike,
@@ -136,9 +106,9 @@ def save_model(
     data = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     # Sidecar first: a process killed between the two writes leaves a zip that still has
     # a sidecar naming its algorithm (the zip's own num_timesteps is the authority).
-    atomic_write_bytes(sidecar_path(target), lambda f: f.write(data))
+    atomic_write(sidecar_path(target), lambda f: f.write(data))
     include = [RESUME_ATTR] if hasattr(model, RESUME_ATTR) else None
-    atomic_write_bytes(target, lambda f: model.save(f, include=include))
+    atomic_write(target, lambda f: model.save(f, include=include))
     return target
 
 

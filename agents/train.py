@@ -217,14 +217,24 @@ def run_name(env_id: str, algo: str, seed: int, when: float | None = None) -> st
 
 
 def _register_envs(env_id: str) -> None:
+    """Register the lmgym ids and check that ``env_id`` is registered.
+
+    Any registered Gymnasium id trains: register your own env (``gym.register``, e.g. in
+    the module that defines it) before calling :func:`main`.
+
+    :param env_id: the id to train on.
+    """
+    import gymnasium as gym
+
     try:
         import lmgym  # noqa: F401  (registers lmgym/*)
     except ImportError:
         pass
-    if env_id.startswith("agents_testing/"):
-        from agents.testing import register_fake_envs
-
-        register_fake_envs()
+    if env_id not in gym.registry:
+        raise SystemExit(
+            f"env id {env_id!r} is not registered: pick one of `lmgym list`, or call "
+            "gym.register for your own env before agents.train.main"
+        )
 
 
 def make_env(env_id: str, n_envs: int, seed: int, make_kwargs: dict[str, Any]) -> Any:

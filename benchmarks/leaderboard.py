@@ -1,9 +1,10 @@
 """Run a leaderboard grid: env × algorithm × backbone × seed, from a YAML spec.
 
-``lmgym leaderboard benchmarks/specs/quick.yml`` (or ``python -m benchmarks.leaderboard``)
-trains every combination with the ``agents`` training code, evaluates on the test split
-with :func:`lmgym.evaluate`, and writes one JSON record per run to
-``benchmarks/results/<spec name>/``. A run whose record exists is skipped, so an
+``lmgym leaderboard benchmarks/specs/quick.yml`` (or ``lmgym leaderboard quick``, a spec
+shipped with the package; or ``python -m benchmarks.leaderboard``) trains every
+combination with the ``agents`` training code, evaluates on the test split with
+:func:`lmgym.evaluate`, and writes one JSON record per run to
+``benchmarks/results/<spec name>/`` (``./leaderboard/<spec name>/`` when installed). A run whose record exists is skipped, so an
 interrupted grid resumes where it stopped. ``--ray-address auto`` (a running cluster) or
 ``--ray local`` runs one run per Ray task; records are written the same way.
 Then ``python -m benchmarks.report`` builds ``LEADERBOARD.md`` and the plots.
@@ -57,6 +58,37 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         return run_id(self.env, self.algo, self.backbone, self.seed)
+
+
+def shipped_specs() -> list[str]:
+    """Names of the spec YAMLs installed with this package (``benchmarks/specs/``)."""
+    return sorted(path.stem for path in (HERE / "specs").glob("*.yml"))
+
+
+def find_spec(spec: str | Path) -> Path:
+    """``spec`` as a path, else the shipped spec of that name.
+
+    :param spec: a YAML path, or a name such as ``"quick"``.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = HERE / "specs" / f"{spec}.yml"
+    if shipped.is_file():
+        return shipped
+    raise SystemExit(
+        f"spec {str(spec)!r}: no such file; pass a spec YAML or one of {', '.join(shipped_specs())}"
+    )
+
+
+def default_out(name: str) -> Path:
+    """Where records go without ``--out``: the checkout's results, else ``./leaderboard/``.
+
+    :param name: the spec's name.
+    """
+    if (HERE.parent / ".git").exists():  # a source checkout: the committed results
+        return HERE / "results" / name
+    return Path.cwd() / "leaderboard" / name
 
 
 def load_spec(path: Path) -> dict[str, Any]:
@@ -135,12 +167,18 @@ def execute(config: RunConfig, out_dir: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lmgym leaderboard", description=__doc__.splitlines()[0])
-    parser.add_argument("spec", type=Path, nargs="?", default=HERE / "specs" / "quick.yml")
+    parser.add_argument(
+        "spec",
+        nargs="?",
+        default="quick",
+        help=f"a spec YAML, or the name of a shipped one ({', '.join(shipped_specs())}; default quick)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="record folder (default benchmarks/results/<spec name>)",
+        help="record folder (default benchmarks/results/<spec name> in a source checkout, "
+        "./leaderboard/<spec name> otherwise)",
     )
     parser.add_argument("--device", default=None, help="override the spec's device (cpu, cuda)")
     parser.add_argument(
@@ -159,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    spec = load_spec(args.spec)
-    out = args.out or HERE / "results" / spec["name"]
+    spec = load_spec(find_spec(args.spec))
+    out = args.out or default_out(spec["name"])
     out.mkdir(parents=True, exist_ok=True)
     runs = [r for r in expand(spec, args.device) if args.only is None or args.only in r.run_id]
     todo = [r for r in runs if not (out / f"{r.run_id}.json").is_file()]

@@ -71,7 +71,7 @@ def markdown(
             steps = sorted({r["steps"] for r in runs})
             wall = np.mean([r["wall_time_s"] for r in runs])
             devices = sorted({r["device"] for r in runs})
-            commits = sorted({r["commit"] for r in runs})
+            commits = sorted({str(r["commit"] or "unknown") for r in runs})
             lines.append(
                 f"| {key[0]} | {key[1]} | {mean_std(values)} | {', '.join(map(str, steps))} | {wall:.0f} | {'; '.join(devices)} | {', '.join(commits)} |"
             )

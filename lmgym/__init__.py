@@ -12,7 +12,7 @@ register_envs()
 
 
 def evaluate(*args, **kwargs):
-    """Run a policy over a whole split; see :func:`lmgym.evaluate.evaluate`."""
+    """Run a policy over a whole split; see :func:`lmgym.evaluation.evaluate`."""
     from lmgym.evaluation import evaluate as _evaluate
 
     return _evaluate(*args, **kwargs)

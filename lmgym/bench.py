@@ -13,19 +13,18 @@ and an action drawn uniformly among the valid ones (rejection sampling from a pr
 pool of candidates, see :class:`MaskedActionSampler`). The time of the mask call, of the
 action draw and of ``step`` are measured separately: ``steps/s`` counts ``step`` only,
 ``loop/s`` all three. Each measurement lasts ``--seconds`` and at least until ``N``
-episodes have ended, so expensive episode ends (sentence BLEU, SQuAD F1) are included. Results are printed as a table and written atomically as JSON with
-the CPU model, library versions and git commit.
+episodes have ended, so expensive episode ends (sentence BLEU, SQuAD F1) are included.
+Results are printed as a table; ``--output PATH`` also writes them atomically as JSON,
+next to their provenance from :mod:`lmgym.provenance` (CPU model, load, library
+versions, git commit).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import functools
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 
 from lmgym.data.errors import LmgymDataError
 from lmgym.data.paths import DATA_DIR_ENV, SAMPLE, SAMPLES_DIR
+from lmgym.provenance import load_average, machine_info
 
 #: Extra make kwargs of ids that need data of their own (they have no catalogued dataset).
 _OWN_DATA = {
@@ -47,7 +47,6 @@ _OWN_DATA = {
     },
 }
 DEFAULT_NUM_ENVS = (64, 1024, 4096)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def sample_kwargs(env_id: str) -> dict[str, Any]:
@@ -294,77 +293,15 @@ def _has_sb3() -> bool:
     return True
 
 
-# -- provenance ---------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions: dict[str, str | None] = {}
-    for name in (
-        "lmgym",
-        "numpy",
-        "gymnasium",
-        "tokenizers",
-        "stable_baselines3",
-        "sb3_contrib",
-        "torch",
-    ):
-        module = sys.modules.get(name)
-        versions[name] = (
-            getattr(module, "__version__", None) if module is not None else _dist_version(name)
-        )
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "git_commit": git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _dist_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name.replace("_", "-"))
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def git_commit() -> str | None:
-    """``HEAD`` of the checkout lmgym runs from, ``+dirty`` with uncommitted tracked changes."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
+# -- output ------------------------------------------------------------------------------------
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON to ``path`` atomically (non-JSON values as ``str``).
+
+    :param path: destination; its folder is created if needed.
+    :param payload: the document.
+    """
     from lmgym.data.cache import atomic_write_text
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
@@ -469,10 +406,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"data folder or 'sample' (default ${DATA_DIR_ENV} if set, else sample; --quick: sample)",
     )
     parser.add_argument(
+        "--output",
         "--json",
+        dest="output",
         type=Path,
-        default=REPO_ROOT / "benchmarks" / "results" / "throughput.json",
-        help="where to write the results",
+        default=None,
+        help="also write the results (with their provenance) to this JSON file (default: print only)",
     )
     parser.add_argument("--skip-single", action="store_true", help="do not measure the single env")
     parser.add_argument("--quick", action="store_true", help="short run on the sample data")
@@ -502,20 +441,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sys.stderr.isatty()
         else (lambda msg: None)
     )
-    meta = machine_info()
+    meta = machine_info()  # provenance, kept apart from the measurements ("results")
     rows = []
     for env_id in env_ids:
         rows.append(bench_env(env_id, data_kwargs(env_id, args.data_dir), args, log))
-    meta["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    meta["load_average_after"] = load_average()
     payload = {
         "meta": meta,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": rows,
     }
-    write_json_atomic(args.json, payload)
+    if args.output is not None:
+        write_json_atomic(args.output, payload)
     print_table(rows, args)
+    written = args.output if args.output is not None else "not written (pass --output PATH)"
     print(
-        f"{meta['cpu']} ({meta['cpu_count']} cores), load {meta['load_average']}, commit {meta['git_commit']}; data {args.data_dir}; JSON: {args.json}"
+        f"{meta['cpu']} ({meta['cpu_count']} cores), load {meta['load_average']}, commit {meta['git_commit']}; data {args.data_dir}; JSON: {written}"
     )
     return 1 if any("error" in r for r in rows) else 0
 

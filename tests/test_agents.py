@@ -1,6 +1,6 @@
 """Tests of the agents package: heads, SB3 algorithms x task families, REINFORCE, BC, KL control.
 
-Everything runs on the tiny fake envs of ``agents.testing`` (observation spaces exactly as
+Everything runs on the tiny fake envs of ``tests/fakes.py`` (observation spaces exactly as
 in docs/ARCHITECTURE.md) with a very small from-scratch encoder, so the not-slow tests
 take about a minute on 2 CPU cores. ``tests/test_agents_train.py`` covers the train
 script, saving/loading and the real lmgym envs on their sample data.
@@ -38,7 +38,7 @@ from agents import (  # noqa: E402
 )
 from agents.heads import NEG  # noqa: E402
 from agents.reinforce import monte_carlo_returns  # noqa: E402
-from agents.testing import FAKE_ENVS, random_score  # noqa: E402
+from tests.fakes import FAKE_ENVS, random_score  # noqa: E402
 
 FAMILIES = list(FAKE_ENVS)
 #: a very small encoder for the algorithm x family matrix (still the "tiny" BertConfig path)
@@ -327,11 +327,30 @@ def test_minilm_backbone_loads_offline(monkeypatch):
 
 
 def test_bf16_autocast_runs_on_cpu():
+    """dtype="bf16" runs the encoder's matmuls in bf16 on CPU, returns fp32 features close to
+    the fp32 encoder's, and the policy still trains and acts validly."""
     env = FAKE_ENVS["ner"]()
     model = make_model("ppo", env, dtype="bf16")
     model.learn(32)
-    obs, _ = env.reset(seed=0)
-    model.predict(obs)
+    extractor = model.policy.features_extractor
+    obs_np, masks = batch_obs(env, n=6, seed=0)
+    obs = obs_as_tensor(obs_np, model.device)
+    linear_dtypes = []
+    first_linear = next(m for m in extractor.encoder.modules() if isinstance(m, torch.nn.Linear))
+    hook = first_linear.register_forward_hook(lambda m, i, out: linear_dtypes.append(out.dtype))
+    with torch.no_grad():
+        low = extractor.encode(obs)
+        extractor.dtype = None
+        full = extractor.encode(obs)
+        extractor.dtype = "bf16"
+    hook.remove()
+    assert linear_dtypes == [torch.bfloat16, torch.float32]
+    assert low.dtype == torch.float32 and low.shape == full.shape
+    assert low.shape == (6, env.observation_space["input_ids"].shape[0], extractor.hidden_size)
+    assert torch.isfinite(low).all() and not torch.equal(low, full)
+    torch.testing.assert_close(low, full, atol=1e-2, rtol=1e-2)  # bf16: ~3 significant digits
+    actions, _ = model.predict(obs_np, deterministic=True)
+    assert actions.shape == (6,) and ((0 <= actions) & (actions < env.action_space.n)).all()
 
 
 # -- algorithms x families ---------------------------------------------------------------

@@ -26,7 +26,7 @@ from agents import (  # noqa: E402
 )
 from agents import train as train_module  # noqa: E402
 from agents.evaluate import sidecar_path  # noqa: E402
-from agents.testing import FAKE_ENVS, FAKE_IDS, register_fake_envs  # noqa: E402
+from tests.fakes import FAKE_ENVS, FAKE_IDS, register_fake_envs  # noqa: E402
 
 MICRO = dict(
     backbone="tiny",

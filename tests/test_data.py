@@ -316,3 +316,19 @@ def test_hub_is_not_tried_offline(monkeypatch, fresh_cores):
     with pytest.raises(DatasetNotFoundError):
         gym.make("lmgym/NER-v0")
     assert calls == []
+
+
+def test_minilm_path_env_override_is_checked_first(tmp_path, monkeypatch):
+    from lmgym.data.errors import MiniLMNotFoundError
+    from lmgym.data.paths import MINILM_PATH_ENV, minilm_path
+    from lmgym.data.tokenization import resolve_tokenizer
+
+    (tmp_path / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello"])
+    )
+    monkeypatch.setenv(MINILM_PATH_ENV, str(tmp_path))
+    assert minilm_path() == tmp_path
+    assert resolve_tokenizer("minilm").get_vocab_size() == 6
+    monkeypatch.setenv(MINILM_PATH_ENV, str(tmp_path / "missing"))
+    with pytest.raises(MiniLMNotFoundError, match="LMGYM_MINILM_PATH"):
+        minilm_path()

@@ -2,7 +2,7 @@
 
 rl-zoo3 takes ``hyperparams[env_id]`` as is (no ``default`` merge) and passes every key it
 does not know to the algorithm, so the agents' setup keys are translated: ``default`` is
-merged in, ``total_timesteps`` becomes ``n_timesteps``, ``backbone`` goes into the
+merged in exactly as ``agents.train`` merges it, ``total_timesteps`` becomes ``n_timesteps``, ``backbone`` goes into the
 ``policy_kwargs`` of ``agents.policies.TransformerPolicy`` (``MaskableTransformerPolicy``
 for MaskablePPO) and keys only ``agents.train`` understands are dropped. Use the
 per-algorithm modules beside this one::
@@ -23,11 +23,21 @@ AGENTS_ONLY = ("pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_hori
 
 
 def zoo_entry(algo: str, env_id: str, **overrides: Any) -> dict[str, Any]:
-    """rl-zoo3's entry for ``env_id`` built from ``<algo>.yml`` (``overrides`` win)."""
-    entries = yaml.safe_load((HERE / f"{algo}.yml").read_text())
-    entry = {**entries.get("default", {}), **entries.get(env_id, {}), **overrides}
-    backbone = entry.pop("backbone", "tiny")
-    entry.update(entry.pop("backbone_overrides", {}).get(backbone, {}))
+    """rl-zoo3's entry for ``env_id`` built from ``<algo>.yml`` (``overrides`` win).
+
+    The YAML is merged by :func:`agents.train.load_hyperparams`, the same function
+    ``agents.train`` uses (``default``, the env's entry, ``backbone_overrides``), so
+    both read the same numbers; ``overrides`` then replace keys as ``--hp`` does.
+
+    :param algo: algorithm name (file ``<algo>.yml``).
+    :param env_id: the entry to build.
+    :param overrides: keys to set after merging (``backbone`` picks the override block).
+    """
+    from agents.train import load_hyperparams
+
+    entry = load_hyperparams(algo, env_id, backbone=overrides.get("backbone"))
+    entry.update(overrides)
+    backbone = entry.pop("backbone")
     for key in AGENTS_ONLY:
         entry.pop(key, None)
     entry["n_timesteps"] = entry.pop("total_timesteps")

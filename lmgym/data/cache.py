@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -70,14 +70,22 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` all at once: ``write(file)`` fills a temporary file, then ``os.replace``.
+
+    The temporary file sits in ``path``'s folder (created if needed) and is fsynced before
+    the rename, so a reader (or a crash at any point) sees the old file or the new one,
+    never half of one. The one implementation of atomic writes in lmgym and agents.
+
+    :param path: the destination.
+    :param write: called with the temporary file, opened ``"wb"``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -87,7 +95,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`).
+
+    :param path: the destination.
+    :param data: the whole new content.
+    """
+    atomic_write(path, lambda handle: handle.write(data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`).
+
+    :param path: the destination.
+    :param text: the whole new content.
+    """
     atomic_write_bytes(path, text.encode("utf-8"))
 
 

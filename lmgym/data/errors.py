@@ -34,3 +34,10 @@ class DataFormatError(LmgymDataError):
 
 class TokenizerError(LmgymDataError):
     """A tokenizer could not be loaded or does not fit the data/policy."""
+
+
+class MiniLMNotFoundError(TokenizerError, ImportError):
+    """The all-MiniLM-L6-v2 files (vocab and weights) could not be found.
+
+    An ``ImportError`` too, since the usual fix is installing the optional package.
+    """

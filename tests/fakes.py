@@ -1,5 +1,9 @@
 """Tiny fake lmgym envs for the agents' tests (no data, no tokenizer, milliseconds per step).
 
+They live in ``tests/`` (not in the installed ``agents`` package): a test that trains on
+one through ``agents.train`` calls :func:`register_fake_envs` first, as any user
+registers their own env before passing its id to ``lmgym train``.
+
 Each env has the observation keys of its family exactly as in ``docs/ARCHITECTURE.md``
 (``Dict`` of 1-D integer ``Box``es) and the shared API (``action_masks()``,
 ``expert_action()``), with a tiny vocabulary and a task a small transformer can learn in
@@ -435,7 +439,7 @@ def register_fake_envs() -> None:
         if env_id not in gym.registry:
             gym.register(
                 env_id,
-                entry_point=f"agents.testing:{FAKE_ENVS[family].__name__}",
+                entry_point=f"{__name__}:{FAKE_ENVS[family].__name__}",
                 max_episode_steps=50,
             )
 
