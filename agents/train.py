@@ -188,7 +188,8 @@ def load_hyperparams(
 
     :param algo: algorithm name (file ``agents/hyperparams/<algo>.yml``).
     :param env_id: entry key; ``default`` is applied first, then this entry if present.
-    :param backbone: applies ``backbone_overrides[backbone]`` of the merged entry.
+    :param backbone: applies ``backbone_overrides[backbone]`` of the merged entry (its dict
+        values, such as ``env_kwargs``, merge into the entry's rather than replace them).
     :param path: read this YAML file instead.
     """
     import yaml
@@ -196,15 +197,18 @@ def load_hyperparams(
     file = Path(path) if path else HYPERPARAMS_DIR / f"{algo}.yml"
     table = yaml.safe_load(file.read_text()) or {}
     entry: dict[str, Any] = {}
-    for key in ("default", env_id):
-        for name, value in (table.get(key) or {}).items():
+
+    def merge(layer: dict[str, Any]) -> None:  # dict values (env_kwargs...) merge one level
+        for name, value in layer.items():
             if isinstance(value, dict) and isinstance(entry.get(name), dict):
                 entry[name] = {**entry[name], **value}
             else:
                 entry[name] = value
+
+    for key in ("default", env_id):
+        merge(table.get(key) or {})
     backbone = backbone or entry.get("backbone", "tiny")
-    overrides = (entry.pop("backbone_overrides", None) or {}).get(backbone, {})
-    entry.update(overrides)
+    merge((entry.pop("backbone_overrides", None) or {}).get(backbone, {}))
     entry["backbone"] = backbone
     return entry
 
