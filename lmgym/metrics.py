@@ -233,13 +233,13 @@ class SentenceScorer:
 
 # -- SQuAD v1.1 (official evaluation script semantics) ---------------------------------------
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
+#: Deletes ``string.punctuation``: the official ``"".join(ch for ch in s if ch not in exclude)``.
+_NO_PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
     """Lower-case, strip punctuation, articles and extra whitespace (SQuAD v1.1)."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_NO_PUNCT)).split())
 
 
 def squad_f1(prediction: str, ground_truth: str) -> float:
@@ -255,6 +255,41 @@ def squad_f1(prediction: str, ground_truth: str) -> float:
 
 def squad_em(prediction: str, ground_truth: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(ground_truth))
+
+
+class NormalizedAnswer:
+    """A gold answer normalised once (SQuAD v1.1): its normalised text, token count and
+    token counts, so :func:`squad_best_f1_em` only normalises the prediction.
+
+    :param text: the raw gold answer.
+    """
+
+    __slots__ = ("counts", "n_tokens", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = normalize_answer(text)
+        tokens = self.text.split()
+        self.n_tokens = len(tokens)
+        self.counts = Counter(tokens)
+
+
+def squad_best_f1_em(prediction: str, golds: Sequence[NormalizedAnswer]) -> tuple[float, float]:
+    """``(max F1, max EM)`` of ``prediction`` over ``golds``: equal to
+    ``max(squad_f1(prediction, g) for g in raw_golds)`` and the same with ``squad_em``
+    (the prediction is normalised once, with the same arithmetic)."""
+    normalized = normalize_answer(prediction)
+    pred_tokens = normalized.split()
+    pred_counts = Counter(pred_tokens).items()
+    best_f1 = best_em = 0.0
+    for gold in golds:
+        counts = gold.counts
+        same = sum(min(c, counts[w]) for w, c in pred_counts if w in counts)
+        if same:
+            precision, recall = same / len(pred_tokens), same / gold.n_tokens
+            best_f1 = max(best_f1, 2 * precision * recall / (precision + recall))
+        if normalized == gold.text:
+            best_em = 1.0
+    return best_f1, best_em
 
 
 def squad_scores(answers: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:

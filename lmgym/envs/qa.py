@@ -21,7 +21,7 @@ from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
 from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
 from lmgym.envs.core import LabelScoring, State, TaskCore, int_box, sel
-from lmgym.metrics import squad_em, squad_f1, squad_scores
+from lmgym.metrics import NormalizedAnswer, squad_best_f1_em, squad_scores
 
 REWARD_MODES = ("f1", "em")
 WINDOW_MODES = ("answer", "all")
@@ -133,6 +133,9 @@ class QACore(TaskCore):
         self.n_long_answers = int(meta["n_long_answers"])
         self.n_query_truncated = int(meta["n_query_truncated"])
         self._arange = np.arange(max_length)
+        #: Gold answers normalised once, per question (built on the first scored episode).
+        self._golds: list[tuple[NormalizedAnswer, ...]] | None = None
+        self._context_cache: dict[int, str] = {}
 
         L = max_length
         self.single_action_space = spaces.Discrete(L)
@@ -282,6 +285,45 @@ class QACore(TaskCore):
         base = self.data["answer_base"]
         return [self.answer_texts[j] for j in range(int(base[question]), int(base[question + 1]))]
 
+    def normalized_golds(self, question: int) -> tuple[NormalizedAnswer, ...]:
+        """The gold answers of ``question``, SQuAD-normalised (all questions done once)."""
+        if self._golds is None:
+            base = self.data["answer_base"].tolist()
+            answers = [NormalizedAnswer(self.answer_texts[j]) for j in range(base[-1])]
+            self._golds = [tuple(answers[a:b]) for a, b in zip(base[:-1], base[1:], strict=True)]
+        return self._golds[question]
+
+    def _context(self, paragraph: int) -> str:
+        text = self._context_cache.get(paragraph)
+        if text is None:
+            text = self._context_cache[paragraph] = self.contexts[paragraph]
+        return text
+
+    def predictions(
+        self, windows: np.ndarray, starts: np.ndarray, ends: np.ndarray
+    ) -> list[str | None]:
+        """:meth:`prediction` of many ``(window, start, end)`` choices at once."""
+        d = self.data
+        lo, hi = d["lo"][windows], d["hi"][windows]
+        paragraphs = d["question_par"][d["question"][windows]]
+        inside = (lo <= starts) & (starts <= ends) & (ends < hi)
+        base = d["par_base"][paragraphs] + d["win_start"][windows] - lo
+        offsets = d["token_offsets"]
+        char_start = np.where(inside, offsets[np.where(inside, base + starts, 0), 0], 0)
+        char_end = np.where(inside, offsets[np.where(inside, base + ends, 0), 1], 0)
+        abstain = (starts == 0) if self.allow_no_answer else np.zeros(len(windows), dtype=bool)
+        out: list[str | None] = []
+        for p, a, b, ok, no in zip(
+            paragraphs.tolist(),
+            char_start.tolist(),
+            char_end.tolist(),
+            inside.tolist(),
+            abstain.tolist(),
+            strict=True,
+        ):
+            out.append(None if no else self._context(p)[a:b] if ok else "")
+        return out
+
     def _char_span(self, window: int, start: int, end: int) -> tuple[int, int]:
         """Character span of window positions ``start..end`` (both inside the context)."""
         d = self.data
@@ -369,20 +411,22 @@ class QACore(TaskCore):
                 self._arange < last[:, None]
             )
         ending = np.flatnonzero(~choosing_start)
-        for k in ending:
-            row, end = int(rows[k]), int(actions[k])
-            state["end"][row] = end
-            window = int(state["example"][row])
-            pred = self.prediction(window, int(state["start"][row, 0]), end)
-            if pred is None:
-                hit = float(self.data["gold_start"][window] < 0)
-                f1 = em = hit
-            else:
-                golds = self.gold_answers(int(self.data["question"][window]))
-                f1 = max(squad_f1(pred, g) for g in golds)
-                em = max(squad_em(pred, g) for g in golds)
-            state["f1"][row], state["em"][row] = f1, em
-            reward[k] = f1 if self.reward_mode == "f1" else em
+        if len(ending):
+            r, ends = rows[ending], actions[ending]
+            state["end"][r] = ends
+            windows = state["example"][r]
+            preds = self.predictions(windows, state["start"][r, 0], ends)
+            questions = self.data["question"][windows].tolist()
+            no_gold = (self.data["gold_start"][windows] < 0).tolist()
+            f1 = np.empty(len(ending), dtype=np.float64)
+            em = np.empty(len(ending), dtype=np.float64)
+            for k, (pred, question) in enumerate(zip(preds, questions, strict=True)):
+                if pred is None:
+                    f1[k] = em[k] = float(no_gold[k])
+                else:
+                    f1[k], em[k] = squad_best_f1_em(pred, self.normalized_golds(question))
+            state["f1"][r], state["em"][r] = f1, em
+            reward[ending] = f1 if self.reward_mode == "f1" else em
         terminated = ~choosing_start
         return reward, terminated, np.zeros_like(terminated)
 
