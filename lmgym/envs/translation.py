@@ -500,8 +500,9 @@ class TranslationEnv(LmgymEnv):
     ``"bleu_dense"`` / ``"chrf_dense"``: after every step the change in the score of the
     prefix written so far (scored as if it were the whole hypothesis), so an episode's
     rewards sum to its final sentence score / 100. Optimum 1.0 per episode in every mode.
-    The sparse modes cost numpy only per step (one Python scoring call per finished
-    episode); the dense modes score every slot at every step (about 0.1-0.3 ms each).
+    The sparse modes cost numpy only per step (BLEU and chrF once per finished episode,
+    each reference analysed once); the dense modes score every slot at every step (tens of
+    microseconds each).
     Masked actions are not refused: they are written and scored like any other token.
 
     ## Starting State
