@@ -279,16 +279,23 @@ def squad_best_f1_em(prediction: str, golds: Sequence[NormalizedAnswer]) -> tupl
     (the prediction is normalised once, with the same arithmetic)."""
     normalized = normalize_answer(prediction)
     pred_tokens = normalized.split()
-    pred_counts = Counter(pred_tokens).items()
+    pred_counts = None
     best_f1 = best_em = 0.0
     for gold in golds:
-        counts = gold.counts
-        same = sum(min(c, counts[w]) for w, c in pred_counts if w in counts)
-        if same:
-            precision, recall = same / len(pred_tokens), same / gold.n_tokens
-            best_f1 = max(best_f1, 2 * precision * recall / (precision + recall))
         if normalized == gold.text:
             best_em = 1.0
+        counts = gold.counts
+        if counts.keys().isdisjoint(pred_tokens):
+            continue  # no common token: F1 0
+        if pred_counts is None:
+            pred_counts = Counter(pred_tokens).items()
+        same = 0
+        for word, c in pred_counts:
+            g = counts.get(word)
+            if g:
+                same += c if c < g else g
+        precision, recall = same / len(pred_tokens), same / gold.n_tokens
+        best_f1 = max(best_f1, 2 * precision * recall / (precision + recall))
     return best_f1, best_em
 
 
