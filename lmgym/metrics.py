@@ -235,11 +235,29 @@ class SentenceScorer:
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 #: Deletes ``string.punctuation``: the official ``"".join(ch for ch in s if ch not in exclude)``.
 _NO_PUNCT = str.maketrans("", "", string.punctuation)
+_PUNCT_BYTES = string.punctuation.encode("ascii")
+_ARTICLE_WORDS = frozenset(("a", "an", "the"))
+
+
+def _answer_tokens(text: str) -> list[str]:
+    """``normalize_answer(text).split()``.
+
+    Fast path: when the lower-cased text is ASCII and, once its punctuation is deleted,
+    every whitespace-separated token is alphanumeric, the regex's word boundaries are the
+    token boundaries, so removing articles is dropping the tokens ``a``/``an``/``the``.
+    """
+    text = text.lower()
+    if text.isascii():
+        tokens = text.encode("ascii").translate(None, _PUNCT_BYTES).decode("ascii").split()
+        joined = "".join(tokens)
+        if not joined or joined.isalnum():
+            return [t for t in tokens if t not in _ARTICLE_WORDS]
+    return _ARTICLES.sub(" ", text.translate(_NO_PUNCT)).split()
 
 
 def normalize_answer(text: str) -> str:
     """Lower-case, strip punctuation, articles and extra whitespace (SQuAD v1.1)."""
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_NO_PUNCT)).split())
+    return " ".join(_answer_tokens(text))
 
 
 def squad_f1(prediction: str, ground_truth: str) -> float:
@@ -267,8 +285,8 @@ class NormalizedAnswer:
     __slots__ = ("counts", "n_tokens", "text")
 
     def __init__(self, text: str) -> None:
-        self.text = normalize_answer(text)
-        tokens = self.text.split()
+        tokens = _answer_tokens(text)
+        self.text = " ".join(tokens)
         self.n_tokens = len(tokens)
         self.counts = Counter(tokens)
 
@@ -277,8 +295,8 @@ def squad_best_f1_em(prediction: str, golds: Sequence[NormalizedAnswer]) -> tupl
     """``(max F1, max EM)`` of ``prediction`` over ``golds``: equal to
     ``max(squad_f1(prediction, g) for g in raw_golds)`` and the same with ``squad_em``
     (the prediction is normalised once, with the same arithmetic)."""
-    normalized = normalize_answer(prediction)
-    pred_tokens = normalized.split()
+    pred_tokens = _answer_tokens(prediction)
+    normalized = " ".join(pred_tokens)
     pred_counts = None
     best_f1 = best_em = 0.0
     for gold in golds:

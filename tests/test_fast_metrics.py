@@ -14,7 +14,13 @@ import pytest
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from lmgym.metrics import NormalizedAnswer, SentenceScorer, squad_best_f1_em, tokenize_13a
+from lmgym.metrics import (
+    NormalizedAnswer,
+    SentenceScorer,
+    normalize_answer,
+    squad_best_f1_em,
+    tokenize_13a,
+)
 from tests.conftest import needs_real_data
 
 TRANSLATION, QA = "lmgym/Translation-v0", "lmgym/QA-v0"
@@ -101,6 +107,18 @@ def test_sentence_scorer_equals_sacrebleu_on_tricky_strings():
                 assert got == sacre(metric, hypothesis, reference), (metric, hypothesis, reference)
     with pytest.raises(ValueError, match="choose one of"):
         scorer.scores("ter", ["x"], [0])
+
+
+def test_normalize_answer_equals_official_on_edge_cases_and_fuzz():
+    # Non-ASCII and control characters are word boundaries for the article regex (not for
+    # str.split): the fast path must fall back there.
+    cases = ["The cat", "a", "an", "the", "", "  ", "the\x01x", "the’s dog", "\u212a the"]
+    cases += ["a1 the2 an", "x-the y", "THE_a", "\x1cthe\x1fan\x00a", "banana an theatre"]
+    rng = np.random.default_rng(0)
+    alphabet = list("aent hx1.,'-_\x01\x1c’Ç\t")
+    cases += ["".join(rng.choice(alphabet, size=int(rng.integers(0, 12)))) for _ in range(20000)]
+    for text in cases:
+        assert normalize_answer(text) == official_normalize_answer(text), repr(text)
 
 
 def test_squad_best_f1_em_equals_official_on_tricky_answers():

@@ -134,6 +134,9 @@ class QACore(TaskCore):
         self.n_long_answers = int(meta["n_long_answers"])
         self.n_query_truncated = int(meta["n_query_truncated"])
         self._arange = np.arange(max_length)
+        #: ``_below[k]`` is ``int8[L]``, 1 on positions ``< k``: the mask of positions
+        #: ``a <= i < b`` is ``_below[b] - _below[a]`` (two row gathers, no comparisons).
+        self._below = (self._arange < np.arange(max_length + 1)[:, None]).astype(np.int8)
         #: Gold answers normalised once, per question (built on the first scored episode).
         self._golds: list[tuple[NormalizedAnswer, ...]] | None = None
         self._context_cache: dict[int, str] = {}
@@ -288,11 +291,14 @@ class QACore(TaskCore):
 
     def normalized_golds(self, question: int) -> tuple[NormalizedAnswer, ...]:
         """The gold answers of ``question``, SQuAD-normalised (all questions done once)."""
+        return self._all_golds()[question]
+
+    def _all_golds(self) -> list[tuple[NormalizedAnswer, ...]]:
         if self._golds is None:
             base = self.data["answer_base"].tolist()
             answers = [NormalizedAnswer(self.answer_texts[j]) for j in range(base[-1])]
             self._golds = [tuple(answers[a:b]) for a, b in zip(base[:-1], base[1:], strict=True)]
-        return self._golds[question]
+        return self._golds
 
     def _context(self, paragraph: int) -> str:
         text = self._context_cache.get(paragraph)
@@ -380,15 +386,16 @@ class QACore(TaskCore):
         }
 
     def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
-        d, ar = self.data, self._arange
+        d, below = self.data, self._below
         lo, hi, length = d["lo"][example_ids], d["hi"][example_ids], d["length"][example_ids]
         state["example"][slots] = example_ids
         state["input_ids"][slots] = d["input_ids"][example_ids]
-        state["attention_mask"][slots] = ar < length[:, None]
-        state["token_type_ids"][slots] = (ar >= lo[:, None]) & (ar < length[:, None])
-        mask = (ar >= lo[:, None]) & (ar < hi[:, None])
+        state["attention_mask"][slots] = below[length]
+        below_lo = below[lo]
+        state["token_type_ids"][slots] = below[length] - below_lo  # lo <= length
+        mask = below[hi] - below_lo  # lo < hi
         if self.allow_no_answer:
-            mask[:, 0] = True
+            mask[:, 0] = 1
         state["action_mask"][slots] = mask
         state["lo"][slots], state["hi"][slots] = lo, hi
         state["stage"][slots] = 0
@@ -408,9 +415,7 @@ class QACore(TaskCore):
             state["start"][r, 0] = a
             state["stage"][r, 0] = 1
             first, last = self._end_bounds(a, state["lo"][r], state["hi"][r])
-            state["action_mask"][r] = (self._arange >= first[:, None]) & (
-                self._arange < last[:, None]
-            )
+            state["action_mask"][r] = self._below[last] - self._below[first]  # first < last
         ending = np.flatnonzero(~choosing_start)
         if len(ending):
             r, ends = rows[ending], actions[ending]
@@ -421,11 +426,12 @@ class QACore(TaskCore):
             no_gold = (self.data["gold_start"][windows] < 0).tolist()
             f1 = np.empty(len(ending), dtype=np.float64)
             em = np.empty(len(ending), dtype=np.float64)
+            golds = self._all_golds()
             for k, (pred, question) in enumerate(zip(preds, questions, strict=True)):
                 if pred is None:
                     f1[k] = em[k] = float(no_gold[k])
                 else:
-                    f1[k], em[k] = squad_best_f1_em(pred, self.normalized_golds(question))
+                    f1[k], em[k] = squad_best_f1_em(pred, golds[question])
             state["f1"][r], state["em"][r] = f1, em
             reward[ending] = f1 if self.reward_mode == "f1" else em
         terminated = ~choosing_start
