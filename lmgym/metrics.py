@@ -15,6 +15,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 
 def bio_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
@@ -140,53 +141,61 @@ class SentenceScorer:
         self._bleu_refs: dict[int, tuple] = {}
         self._chrf_refs: dict[int, tuple] = {}
 
-    # -- references, analysed once ------------------------------------------------------------
-    def _bleu_ref(self, example: int) -> tuple:
+    # -- references, analysed once (each n-gram order on first need) ------------------------
+    def _bleu_ref(self, example: int) -> list:
+        """``[words, their set, {n: Counter of n-grams}]`` of reference ``example`` (13a)."""
         ref = self._bleu_refs.get(example)
         if ref is None:
             words = tokenize_13a(self.references[example].rstrip()).split()
-            orders: list[dict[tuple[str, ...], int]] = [
-                dict(Counter([tuple(words[i : i + n]) for i in range(len(words) - n + 1)]))
-                for n in range(1, self._max_order + 1)
-            ]
-            ref = self._bleu_refs[example] = (frozenset(words), orders, len(words))
+            ref = self._bleu_refs[example] = [words, frozenset(words), {}]
         return ref
 
-    def _chrf_ref(self, example: int) -> tuple:
+    def _chrf_ref(self, example: int) -> list:
+        """``[characters without whitespace, {n: Counter of n-grams}]`` of reference ``example``."""
         ref = self._chrf_refs.get(example)
         if ref is None:
-            line = "".join(self.references[example].split())
-            orders = []
-            for n in range(1, self._char_order + 1):
-                grams = Counter([line[i : i + n] for i in range(len(line) - n + 1)])
-                orders.append((grams, max(len(line) - n + 1, 0)))
-            ref = self._chrf_refs[example] = tuple(orders)
+            ref = self._chrf_refs[example] = ["".join(self.references[example].split()), {}]
         return ref
+
+    @staticmethod
+    def _grams(orders: dict, n: int, seq: Any) -> dict:
+        grams = orders.get(n)
+        if grams is None:
+            if isinstance(seq, str):
+                grams = Counter([seq[i : i + n] for i in range(len(seq) - n + 1)])
+            else:
+                grams = Counter([tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)])
+            orders[n] = grams
+        return grams
 
     # -- scores ---------------------------------------------------------------------------------
     def bleu(self, hypothesis: str, example: int) -> float:
         """Sentence BLEU (0-100) of ``hypothesis`` against reference ``example``."""
-        ref_words, ref_orders, ref_len = self._bleu_ref(example)
+        ref_words, ref_set, ref_orders = self._bleu_ref(example)
         words = tokenize_13a(hypothesis.rstrip()).split()
         hyp_len, max_order = len(words), self._max_order
-        starts = [i for i, w in enumerate(words) if w in ref_words]
         correct = [0] * max_order
-        for n in range(1, max_order + 1):
-            grams = ref_orders[n - 1]
+        starts = [i for i, w in enumerate(words) if w in ref_set]
+        # Every matching n-gram starts with a reference word; with no n-gram match there
+        # is no (n+1)-gram match either.
+        n = 1
+        while starts and n <= max_order:
+            grams = self._grams(ref_orders, n, ref_words)
             last = hyp_len - n
             found = Counter(
                 g for i in starts if i <= last and (g := tuple(words[i : i + n])) in grams
             )
             if not found:
-                break  # no n-gram matches, so no longer one does either
+                break
             correct[n - 1] = sum(min(c, grams[g]) for g, c in found.items())
+            n += 1
         total = [max(hyp_len - n + 1, 0) for n in range(1, max_order + 1)]
         b = self._bleu
         return self._compute_bleu(
             correct,
             total,
             hyp_len,
-            ref_len,
+            len(ref_words),
             smooth_method=b.smooth_method,
             smooth_value=b.smooth_value,
             effective_order=b.effective_order,
@@ -195,16 +204,19 @@ class SentenceScorer:
 
     def chrf(self, hypothesis: str, example: int) -> float:
         """Sentence chrF (0-100) of ``hypothesis`` against reference ``example``."""
+        ref_line, ref_orders = self._chrf_ref(example)
         line = "".join(hypothesis.split())
         size = len(line)
         stats: list[int] = []
         # The reference's (n-1)-grams found in line: an n-gram occurs only if both of its
         # (n-1)-grams do.
         present: set[str] | None = None
-        for n, (grams, n_ref) in enumerate(self._chrf_ref(example), start=1):
+        for n in range(1, self._char_order + 1):
+            n_ref = max(len(ref_line) - n + 1, 0)
             match = 0
             found: set[str] = set()
-            if size >= n and grams and (present is None or present):
+            if size >= n and n_ref and (present is None or present):
+                grams = self._grams(ref_orders, n, ref_line)
                 for gram, ref_count in grams.items():
                     if present is not None and (
                         gram[:-1] not in present or gram[1:] not in present
@@ -217,8 +229,7 @@ class SentenceScorer:
                         found.add(gram)
                         match += min(count, ref_count)
             present = found
-            n_hyp = max(size - n + 1, 0) if grams else 0
-            stats.extend((n_hyp, n_ref, match))
+            stats.extend((max(size - n + 1, 0) if n_ref else 0, n_ref, match))
         return self._chrf._compute_f_score(stats)
 
     def scores(
