@@ -117,7 +117,10 @@ class SentenceScorer:
     ``BLEU(effective_order=True).sentence_score(h, [r]).score`` (13a tokenisation,
     exponential smoothing) and ``CHRF().sentence_score(h, [r]).score``.
 
-    Each reference is analysed once, on first use, and kept. A hypothesis is scored from
+    Each reference is analysed once, on first use (an n-gram order when a hypothesis
+    first reaches it), and kept while it is among the ``max_cached`` most recently used
+    (about 30 KiB each with every order built; the cache grows to twice the largest batch
+    scored, so the references of every episode in flight stay). A hypothesis is scored from
     the n-grams it shares with its reference only: every matching n-gram starts with a
     reference word (BLEU) or is a reference character n-gram (chrF, counted with
     ``str.count``, or an overlapping count where occurrences can overlap); the n-gram totals
@@ -125,11 +128,12 @@ class SentenceScorer:
     ``CHRF._compute_f_score``), so the floats are identical.
 
     :param references: the reference sentence of each example (indexable by example id).
+    :param max_cached: how many analysed references to keep (least recently used dropped).
     """
 
     METRICS = ("bleu", "chrf")
 
-    def __init__(self, references: Sequence[str]) -> None:
+    def __init__(self, references: Sequence[str], max_cached: int = 4096) -> None:
         from sacrebleu.metrics import BLEU, CHRF
 
         self.references = references
@@ -138,23 +142,34 @@ class SentenceScorer:
         self._max_order, self._char_order = self._bleu.max_ngram_order, self._chrf.char_order
         if self._chrf.word_order or self._chrf.whitespace or self._chrf.lowercase:
             raise AssertionError("SentenceScorer assumes sacreBLEU's default chrF settings")
-        self._bleu_refs: dict[int, tuple] = {}
-        self._chrf_refs: dict[int, tuple] = {}
+        if max_cached < 1:
+            raise ValueError(f"max_cached must be >= 1, got {max_cached}")
+        self.max_cached = max_cached
+        self._bleu_refs: dict[int, list] = {}  # in least- to most-recently-used order
+        self._chrf_refs: dict[int, list] = {}
 
     # -- references, analysed once (each n-gram order on first need) ------------------------
     def _bleu_ref(self, example: int) -> list:
         """``[words, their set, {n: Counter of n-grams}]`` of reference ``example`` (13a)."""
-        ref = self._bleu_refs.get(example)
+        cache = self._bleu_refs
+        ref = cache.pop(example, None)
         if ref is None:
+            if len(cache) >= self.max_cached:
+                del cache[next(iter(cache))]
             words = tokenize_13a(self.references[example].rstrip()).split()
-            ref = self._bleu_refs[example] = [words, frozenset(words), {}]
+            ref = [words, frozenset(words), {}]
+        cache[example] = ref
         return ref
 
     def _chrf_ref(self, example: int) -> list:
         """``[characters without whitespace, {n: Counter of n-grams}]`` of reference ``example``."""
-        ref = self._chrf_refs.get(example)
+        cache = self._chrf_refs
+        ref = cache.pop(example, None)
         if ref is None:
-            ref = self._chrf_refs[example] = ["".join(self.references[example].split()), {}]
+            if len(cache) >= self.max_cached:
+                del cache[next(iter(cache))]
+            ref = ["".join(self.references[example].split()), {}]
+        cache[example] = ref
         return ref
 
     @staticmethod
@@ -239,6 +254,7 @@ class SentenceScorer:
         if metric not in self.METRICS:
             raise ValueError(f"metric={metric!r}: choose one of {self.METRICS}")
         score = self.bleu if metric == "bleu" else self.chrf
+        self.max_cached = max(self.max_cached, 2 * len(hypotheses))
         return [score(h, int(e)) for h, e in zip(hypotheses, examples, strict=True)]
 
 

@@ -109,6 +109,23 @@ def test_sentence_scorer_equals_sacrebleu_on_tricky_strings():
         scorer.scores("ter", ["x"], [0])
 
 
+def test_sentence_scorer_cache_is_bounded_and_evictions_do_not_change_scores():
+    references = TRICKY[5:]
+    scorer = SentenceScorer(references, max_cached=2)
+    hypothesis = "Ein Mann läuft 10-20 Minuten."
+    for example in [0, 1, 2, 0, 3, 1]:  # more references than the cache holds
+        for metric in ("bleu", "chrf"):
+            assert scorer.scores(metric, [hypothesis], [example]) == [
+                sacre(metric, hypothesis, references[example])
+            ]
+    assert len(scorer._bleu_refs) == len(scorer._chrf_refs) == 2
+    assert list(scorer._chrf_refs) == [3, 1]  # the most recently used are kept
+    scorer.scores("chrf", [hypothesis] * 3, [0, 1, 2])  # a batch of 3 in flight
+    assert scorer.max_cached == 6 and len(scorer._chrf_refs) == 4
+    with pytest.raises(ValueError, match="max_cached"):
+        SentenceScorer(references, max_cached=0)
+
+
 def test_normalize_answer_equals_official_on_edge_cases_and_fuzz():
     # Non-ASCII and control characters are word boundaries for the article regex (not for
     # str.split): the fast path must fall back there.
