@@ -290,14 +290,19 @@ class QACore(TaskCore):
         return [self.answer_texts[j] for j in range(int(base[question]), int(base[question + 1]))]
 
     def normalized_golds(self, question: int) -> tuple[NormalizedAnswer, ...]:
-        """The gold answers of ``question``, SQuAD-normalised (all questions done once)."""
+        """The gold answers of ``question``, SQuAD-normalised (all questions done once),
+        without repeats: answers equal after normalisation score alike, so the max over
+        them is unchanged (SQuAD dev questions often list one answer three times)."""
         return self._all_golds()[question]
 
     def _all_golds(self) -> list[tuple[NormalizedAnswer, ...]]:
         if self._golds is None:
             base = self.data["answer_base"].tolist()
             answers = [NormalizedAnswer(self.answer_texts[j]) for j in range(base[-1])]
-            self._golds = [tuple(answers[a:b]) for a, b in zip(base[:-1], base[1:], strict=True)]
+            self._golds = [
+                tuple({g.text: g for g in answers[a:b]}.values())
+                for a, b in zip(base[:-1], base[1:], strict=True)
+            ]
         return self._golds
 
     def _context(self, paragraph: int) -> str:
