@@ -66,7 +66,9 @@ def register_envs() -> None:
     # the leaderboard's, so compare with lmgym.evaluate's corpus F1, not this threshold alone.
     _register("QA-v0", "qa", "QAEnv", reward_threshold=0.88, kwargs={"dataset": "squad"})
     # One step, optimum 1.0; JSONL question/choices/answer (data_dir with mcqa/, or data_files=).
-    _register("MultipleChoiceQA-v0", "qa", "MultipleChoiceQAEnv", kwargs={"dataset": "mcqa"})
+    _register(
+        "MultipleChoiceQA-v0", "multiple_choice", "MultipleChoiceQAEnv", kwargs={"dataset": "mcqa"}
+    )
 
     # --- Multi-task (each episode plays a task drawn by weight; rewards are the task's) -------
     # No threshold: score each task with lmgym.evaluate. The tasks must share one observation

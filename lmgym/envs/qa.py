@@ -1,4 +1,7 @@
-"""Question answering: point at the answer span in a paragraph (SQuAD), or pick one option."""
+"""Extractive question answering: point at the answer span in a paragraph (SQuAD v1.1).
+
+Multiple choice lives in :mod:`lmgym.envs.multiple_choice` (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -9,25 +12,23 @@ import numpy as np
 from gymnasium import spaces
 
 from lmgym.data.cache import cached_arrays, fingerprint
-from lmgym.data.errors import DataFormatError, LmgymDataError
-from lmgym.data.loaders import (
-    MultipleChoice,
-    PackedTexts,
-    SquadQuestion,
-    read_multiple_choice_jsonl,
-    read_squad,
-)
+from lmgym.data.errors import DataFormatError
+from lmgym.data.loaders import PackedTexts, SquadQuestion, read_squad
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
 from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
-from lmgym.envs.core import LabelScoring, State, TaskCore, int_box, sel
-from lmgym.metrics import squad_em, squad_f1, squad_scores
+from lmgym.envs.core import State, TaskCore, int_box, sel
+from lmgym.envs.multiple_choice import (  # noqa: F401  (re-exported: their former home)
+    MultipleChoiceQACore,
+    MultipleChoiceQAEnv,
+    MultipleChoiceQAVectorEnv,
+)
+from lmgym.metrics import NormalizedAnswer, squad_best_f1_em, squad_scores
 
 REWARD_MODES = ("f1", "em")
 WINDOW_MODES = ("answer", "all")
 
 
-# -- extractive QA ----------------------------------------------------------------------------
 def _squad_source(dataset: str, data_files: Any, split: str, data_dir: Any) -> Source:
     if data_files is not None:
         return file_source(data_files, split, read_squad)
@@ -133,6 +134,12 @@ class QACore(TaskCore):
         self.n_long_answers = int(meta["n_long_answers"])
         self.n_query_truncated = int(meta["n_query_truncated"])
         self._arange = np.arange(max_length)
+        #: ``_below[k]`` is ``int8[L]``, 1 on positions ``< k``: the mask of positions
+        #: ``a <= i < b`` is ``_below[b] - _below[a]`` (two row gathers, no comparisons).
+        self._below = (self._arange < np.arange(max_length + 1)[:, None]).astype(np.int8)
+        #: Gold answers normalised once, per question (built on the first scored episode).
+        self._golds: list[tuple[NormalizedAnswer, ...]] | None = None
+        self._context_cache: dict[int, str] = {}
 
         L = max_length
         self.single_action_space = spaces.Discrete(L)
@@ -282,6 +289,53 @@ class QACore(TaskCore):
         base = self.data["answer_base"]
         return [self.answer_texts[j] for j in range(int(base[question]), int(base[question + 1]))]
 
+    def normalized_golds(self, question: int) -> tuple[NormalizedAnswer, ...]:
+        """The gold answers of ``question``, SQuAD-normalised (all questions done once),
+        without repeats: answers equal after normalisation score alike, so the max over
+        them is unchanged (SQuAD dev questions often list one answer three times)."""
+        return self._all_golds()[question]
+
+    def _all_golds(self) -> list[tuple[NormalizedAnswer, ...]]:
+        if self._golds is None:
+            base = self.data["answer_base"].tolist()
+            answers = [NormalizedAnswer(self.answer_texts[j]) for j in range(base[-1])]
+            self._golds = [
+                tuple({g.text: g for g in answers[a:b]}.values())
+                for a, b in zip(base[:-1], base[1:], strict=True)
+            ]
+        return self._golds
+
+    def _context(self, paragraph: int) -> str:
+        text = self._context_cache.get(paragraph)
+        if text is None:
+            text = self._context_cache[paragraph] = self.contexts[paragraph]
+        return text
+
+    def predictions(
+        self, windows: np.ndarray, starts: np.ndarray, ends: np.ndarray
+    ) -> list[str | None]:
+        """:meth:`prediction` of many ``(window, start, end)`` choices at once."""
+        d = self.data
+        lo, hi = d["lo"][windows], d["hi"][windows]
+        paragraphs = d["question_par"][d["question"][windows]]
+        inside = (lo <= starts) & (starts <= ends) & (ends < hi)
+        base = d["par_base"][paragraphs] + d["win_start"][windows] - lo
+        offsets = d["token_offsets"]
+        char_start = np.where(inside, offsets[np.where(inside, base + starts, 0), 0], 0)
+        char_end = np.where(inside, offsets[np.where(inside, base + ends, 0), 1], 0)
+        abstain = (starts == 0) if self.allow_no_answer else np.zeros(len(windows), dtype=bool)
+        out: list[str | None] = []
+        for p, a, b, ok, no in zip(
+            paragraphs.tolist(),
+            char_start.tolist(),
+            char_end.tolist(),
+            inside.tolist(),
+            abstain.tolist(),
+            strict=True,
+        ):
+            out.append(None if no else self._context(p)[a:b] if ok else "")
+        return out
+
     def _char_span(self, window: int, start: int, end: int) -> tuple[int, int]:
         """Character span of window positions ``start..end`` (both inside the context)."""
         d = self.data
@@ -337,15 +391,16 @@ class QACore(TaskCore):
         }
 
     def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
-        d, ar = self.data, self._arange
+        d, below = self.data, self._below
         lo, hi, length = d["lo"][example_ids], d["hi"][example_ids], d["length"][example_ids]
         state["example"][slots] = example_ids
         state["input_ids"][slots] = d["input_ids"][example_ids]
-        state["attention_mask"][slots] = ar < length[:, None]
-        state["token_type_ids"][slots] = (ar >= lo[:, None]) & (ar < length[:, None])
-        mask = (ar >= lo[:, None]) & (ar < hi[:, None])
+        state["attention_mask"][slots] = below[length]
+        below_lo = below[lo]
+        state["token_type_ids"][slots] = below[length] - below_lo  # lo <= length
+        mask = below[hi] - below_lo  # lo < hi
         if self.allow_no_answer:
-            mask[:, 0] = True
+            mask[:, 0] = 1
         state["action_mask"][slots] = mask
         state["lo"][slots], state["hi"][slots] = lo, hi
         state["stage"][slots] = 0
@@ -365,24 +420,25 @@ class QACore(TaskCore):
             state["start"][r, 0] = a
             state["stage"][r, 0] = 1
             first, last = self._end_bounds(a, state["lo"][r], state["hi"][r])
-            state["action_mask"][r] = (self._arange >= first[:, None]) & (
-                self._arange < last[:, None]
-            )
+            state["action_mask"][r] = self._below[last] - self._below[first]  # first < last
         ending = np.flatnonzero(~choosing_start)
-        for k in ending:
-            row, end = int(rows[k]), int(actions[k])
-            state["end"][row] = end
-            window = int(state["example"][row])
-            pred = self.prediction(window, int(state["start"][row, 0]), end)
-            if pred is None:
-                hit = float(self.data["gold_start"][window] < 0)
-                f1 = em = hit
-            else:
-                golds = self.gold_answers(int(self.data["question"][window]))
-                f1 = max(squad_f1(pred, g) for g in golds)
-                em = max(squad_em(pred, g) for g in golds)
-            state["f1"][row], state["em"][row] = f1, em
-            reward[k] = f1 if self.reward_mode == "f1" else em
+        if len(ending):
+            r, ends = rows[ending], actions[ending]
+            state["end"][r] = ends
+            windows = state["example"][r]
+            preds = self.predictions(windows, state["start"][r, 0], ends)
+            questions = self.data["question"][windows].tolist()
+            no_gold = (self.data["gold_start"][windows] < 0).tolist()
+            f1 = np.empty(len(ending), dtype=np.float64)
+            em = np.empty(len(ending), dtype=np.float64)
+            golds = self._all_golds()
+            for k, (pred, question) in enumerate(zip(preds, questions, strict=True)):
+                if pred is None:
+                    f1[k] = em[k] = float(no_gold[k])
+                else:
+                    f1[k], em[k] = squad_best_f1_em(pred, golds[question])
+            state["f1"][r], state["em"][r] = f1, em
+            reward[ending] = f1 if self.reward_mode == "f1" else em
         terminated = ~choosing_start
         return reward, terminated, np.zeros_like(terminated)
 
@@ -592,256 +648,6 @@ class QAVectorEnv(LmgymVectorEnv):
     """Native vector version of :class:`QAEnv` (same arguments plus ``num_envs``)."""
 
     core_class = QACore
-
-
-# -- multiple choice ------------------------------------------------------------------------------
-def _mc_source(dataset: str | None, data_files: Any, split: str, data_dir: Any) -> Source:
-    if data_files is not None:
-        return file_source(data_files, split, read_multiple_choice_jsonl)
-    if dataset is None:
-        raise LmgymDataError(
-            "lmgym/MultipleChoiceQA-v0 needs data: data_dir= with an mcqa/ folder, or data_files="
-        )
-    return dataset_source(dataset, split, data_dir, read_multiple_choice_jsonl)
-
-
-def _fit(lengths: list[int], budget: int) -> list[int]:
-    """Cut the longest parts first until the lengths sum to at most ``budget`` (each keeps >= 1)."""
-    if sum(lengths) <= budget:
-        return lengths
-    low, high = 1, max(lengths)
-    while low < high:  # the largest cap c with sum(min(l, c)) <= budget
-        mid = (low + high + 1) // 2
-        if sum(min(n, mid) for n in lengths) <= budget:
-            low = mid
-        else:
-            high = mid - 1
-    return [min(n, low) for n in lengths]
-
-
-class MultipleChoiceQACore(LabelScoring, TaskCore):
-    """Batched one-step multiple choice. See :class:`MultipleChoiceQAEnv`."""
-
-    family = "multiple_choice"
-    gold_key = "answer"
-
-    def __init__(
-        self,
-        split: str = "train",
-        data_dir: str | os.PathLike | None = None,
-        data_files: str | os.PathLike | dict[str, Any] | None = None,
-        dataset: str | None = "mcqa",
-        tokenizer: Any = None,
-        max_length: int = 128,
-        max_choices: int = 5,
-        vocab_size: int = 8000,
-    ) -> None:
-        if max_choices < 2:
-            raise ValueError("max_choices must be >= 2")
-        if max_length < 2 * max_choices + 4:
-            raise ValueError(
-                f"max_length={max_length} is too short for {max_choices} choices: need >= {2 * max_choices + 4}"
-            )
-        self.split, self.max_length, self.max_choices = split, max_length, max_choices
-        source = _mc_source(dataset, data_files, split, data_dir)
-        train = source if split == "train" else _mc_source(dataset, data_files, "train", data_dir)
-        self._source = source
-        self._examples: list[MultipleChoice] | None = None
-
-        def train_texts():
-            for e in train.load():
-                if e.context:
-                    yield e.context
-                yield e.question
-                yield from e.choices
-
-        self.tokenizer = resolve_tokenizer(
-            tokenizer, train_texts=train_texts, source_digest=train.digest, vocab_size=vocab_size
-        )
-        self.token_info = TokenizerInfo.of(self.tokenizer)
-        key = fingerprint("mcqa", source.digest, self.token_info.digest, max_length, max_choices)
-        arrays, meta = cached_arrays("multiple_choice", key, self._build)
-        self.data = arrays
-        self.n_examples = int(meta["n_examples"])
-        self.n_truncated = int(meta["n_truncated"])
-        self.label_counts = np.bincount(arrays["answer"], minlength=max_choices)
-
-        L, C = max_length, max_choices
-        self.single_action_space = spaces.Discrete(C)
-        self.single_observation_space = spaces.Dict(
-            {
-                "input_ids": int_box(self.token_info.vocab_size - 1, (L,)),
-                "attention_mask": int_box(1, (L,), dtype=np.int8),
-                "choice_positions": int_box(L - 1, (C,), low=-1),
-                "action_mask": int_box(1, (C,), dtype=np.int8),
-            }
-        )
-
-    def examples(self) -> list[MultipleChoice]:
-        if self._examples is None:
-            self._examples = self._source.load()
-        return self._examples
-
-    def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        examples = self.examples()
-        info, L, C = self.token_info, self.max_length, self.max_choices
-        n = len(examples)
-        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
-        lengths = np.zeros(n, dtype=np.int32)
-        positions = np.full((n, C), -1, dtype=np.int32)
-        n_choices = np.zeros(n, dtype=np.int32)
-        answer = np.zeros(n, dtype=np.int32)
-        n_truncated = 0
-        for i, e in enumerate(examples):
-            if len(e.choices) > C:
-                raise DataFormatError(
-                    self._source.path or "data",
-                    e.line or None,
-                    f"{len(e.choices)} choices but max_choices={C}; pass max_choices={len(e.choices)} to gym.make",
-                )
-            parts = ([e.context] if e.context else []) + [e.question, *e.choices]
-            encoded = [
-                enc.ids or [info.unk_id]
-                for enc in self.tokenizer.encode_batch(parts, add_special_tokens=False)
-            ]
-            fitted = _fit([len(p) for p in encoded], L - 1 - len(parts))
-            n_truncated += fitted != [len(p) for p in encoded]
-            row = [info.cls_id]
-            first_choice = len(parts) - len(e.choices)
-            for k, (ids, keep) in enumerate(zip(encoded, fitted, strict=True)):
-                if k >= first_choice:
-                    positions[i, k - first_choice] = len(row)
-                row.extend(ids[:keep])
-                row.append(info.sep_id)
-            input_ids[i, : len(row)] = row
-            lengths[i] = len(row)
-            n_choices[i] = len(e.choices)
-            answer[i] = e.answer
-        arrays = {
-            "input_ids": input_ids,
-            "lengths": lengths,
-            "choice_positions": positions,
-            "n_choices": n_choices,
-            "answer": answer,
-        }
-        return arrays, {"n_examples": n, "n_truncated": n_truncated}
-
-    def init_state(self, batch_size: int) -> State:
-        n, L, C = batch_size, self.max_length, self.max_choices
-        return {
-            "example": np.zeros(n, dtype=np.int64),
-            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
-            "attention_mask": np.zeros((n, L), dtype=np.int8),
-            "choice_positions": np.full((n, C), -1, dtype=np.int32),
-            "action_mask": np.zeros((n, C), dtype=np.int8),
-            "pred": np.full(n, -1, dtype=np.int32),
-        }
-
-    def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
-        d = self.data
-        state["example"][slots] = example_ids
-        state["input_ids"][slots] = d["input_ids"][example_ids]
-        state["attention_mask"][slots] = (
-            np.arange(self.max_length) < d["lengths"][example_ids][:, None]
-        )
-        state["choice_positions"][slots] = d["choice_positions"][example_ids]
-        state["action_mask"][slots] = (
-            np.arange(self.max_choices) < d["n_choices"][example_ids][:, None]
-        )
-        state["pred"][slots] = -1
-
-    def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
-        s = sel(slots)
-        state["pred"][s] = actions
-        reward = (actions == self.data["answer"][state["example"][s]]).astype(np.float32)
-        done = np.ones(len(reward), dtype=bool)
-        return reward, done, ~done
-
-    def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        s = sel(slots)
-        return {
-            "input_ids": state["input_ids"][s],
-            "attention_mask": state["attention_mask"][s],
-            "choice_positions": state["choice_positions"][s],
-            "action_mask": state["action_mask"][s],
-        }
-
-    def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
-        return state["action_mask"][sel(slots)].astype(bool)
-
-    def render_text(self, state: State, slot: int) -> str:
-        ex, pred = int(state["example"][slot]), int(state["pred"][slot])
-        e = self.examples()[ex]
-        lines = [f"context  {e.context}"] if e.context else []
-        lines.append(f"question {e.question}")
-        for k, choice in enumerate(e.choices):
-            mark = ("→ " if k == pred else "  ") + ("✓" if k == e.answer and pred >= 0 else " ")
-            lines.append(f"  {mark} {k}. {choice}")
-        return "\n".join(lines)
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "truncated": self.n_truncated}
-
-
-class MultipleChoiceQAEnv(LmgymEnv):
-    """Multiple-choice question answering: pick one of up to ``max_choices`` options.
-
-    ## Description
-    One question per episode, with its options (and an optional passage) in one sequence:
-    ``[CLS] (context [SEP]) question [SEP] choice_0 [SEP] choice_1 [SEP] ...``. The agent
-    picks an option; scored with accuracy.
-
-    Data: JSONL, one object a line with ``question`` (str), ``choices`` (list of >= 2 str)
-    and ``answer`` — the 0-based index of the right choice, or its exact text (matching
-    exactly one choice); optional ``context`` (str) and ``id``. The bundled sample
-    (``data_dir="sample"``) is written by the lmgym authors; the catalogued layout is
-    ``mcqa/{train,validation,test}.jsonl``; ``data_files=`` takes your own files.
-
-    ## Action Space
-    ``Discrete(max_choices)``: the index of a choice (options past the example's count are masked).
-
-    ## Observation Space
-    | key | dtype | shape | meaning |
-    |---|---|---|---|
-    | input_ids | int32 | (max_length,) | the sequence above, padded |
-    | attention_mask | int8 | (max_length,) | 1 on real tokens |
-    | choice_positions | int32 | (max_choices,) | position of the first token of each choice, -1 padding |
-    | action_mask | int8 | (max_choices,) | 1 for the example's choices |
-
-    ## Rewards
-    1 for the right choice, 0 otherwise (optimum 1.0 per episode). A masked action is
-    applied (and is wrong).
-
-    ## Starting State
-    A question drawn uniformly from the split (``shuffle=True``) or the next one in order.
-
-    ## Episode End
-    Termination after the single step; ``info["episode_metrics"]["accuracy"]``. Corpus
-    metric: accuracy over the split.
-
-    ## Arguments
-    ``split``, ``data_dir``, ``data_files`` (a path or ``{split: path}``), ``tokenizer``
-    (None = WordPiece trained on the train split's texts, ``"minilm"``, a path, a tokenizer
-    object), ``max_length=128`` (when too long, the longest parts are cut first; every part
-    keeps at least one token; counted in ``core.n_truncated``), ``max_choices=5`` (an example
-    with more is an error naming the line), ``shuffle``, ``render_mode``.
-
-    >>> import gymnasium as gym, lmgym
-    >>> env = gym.make("lmgym/MultipleChoiceQA-v0", data_dir="sample")
-    >>> env.action_space
-    Discrete(5)
-
-    ## Version History
-    * v0: initial release.
-    """
-
-    core_class = MultipleChoiceQACore
-
-
-class MultipleChoiceQAVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`MultipleChoiceQAEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = MultipleChoiceQACore
 
 
 __all__ = [

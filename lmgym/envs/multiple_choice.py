@@ -1,0 +1,269 @@
+"""Multiple-choice question answering: pick one of up to ``max_choices`` options."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from lmgym.data.cache import cached_arrays, fingerprint
+from lmgym.data.errors import DataFormatError, LmgymDataError
+from lmgym.data.loaders import MultipleChoice, read_multiple_choice_jsonl
+from lmgym.data.sources import Source, dataset_source, file_source
+from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
+from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.core import LabelScoring, State, TaskCore, int_box, sel
+
+
+def _mc_source(dataset: str | None, data_files: Any, split: str, data_dir: Any) -> Source:
+    if data_files is not None:
+        return file_source(data_files, split, read_multiple_choice_jsonl)
+    if dataset is None:
+        raise LmgymDataError(
+            "lmgym/MultipleChoiceQA-v0 needs data: data_dir= with an mcqa/ folder, or data_files="
+        )
+    return dataset_source(dataset, split, data_dir, read_multiple_choice_jsonl)
+
+
+def _fit(lengths: list[int], budget: int) -> list[int]:
+    """Cut the longest parts first until the lengths sum to at most ``budget`` (each keeps >= 1)."""
+    if sum(lengths) <= budget:
+        return lengths
+    low, high = 1, max(lengths)
+    while low < high:  # the largest cap c with sum(min(l, c)) <= budget
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return [min(n, low) for n in lengths]
+
+
+class MultipleChoiceQACore(LabelScoring, TaskCore):
+    """Batched one-step multiple choice. See :class:`MultipleChoiceQAEnv`."""
+
+    family = "multiple_choice"
+    gold_key = "answer"
+
+    def __init__(
+        self,
+        split: str = "train",
+        data_dir: str | os.PathLike | None = None,
+        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        dataset: str | None = "mcqa",
+        tokenizer: Any = None,
+        max_length: int = 128,
+        max_choices: int = 5,
+        vocab_size: int = 8000,
+    ) -> None:
+        if max_choices < 2:
+            raise ValueError("max_choices must be >= 2")
+        if max_length < 2 * max_choices + 4:
+            raise ValueError(
+                f"max_length={max_length} is too short for {max_choices} choices: need >= {2 * max_choices + 4}"
+            )
+        self.split, self.max_length, self.max_choices = split, max_length, max_choices
+        source = _mc_source(dataset, data_files, split, data_dir)
+        train = source if split == "train" else _mc_source(dataset, data_files, "train", data_dir)
+        self._source = source
+        self._examples: list[MultipleChoice] | None = None
+
+        def train_texts():
+            for e in train.load():
+                if e.context:
+                    yield e.context
+                yield e.question
+                yield from e.choices
+
+        self.tokenizer = resolve_tokenizer(
+            tokenizer, train_texts=train_texts, source_digest=train.digest, vocab_size=vocab_size
+        )
+        self.token_info = TokenizerInfo.of(self.tokenizer)
+        key = fingerprint("mcqa", source.digest, self.token_info.digest, max_length, max_choices)
+        arrays, meta = cached_arrays("multiple_choice", key, self._build)
+        self.data = arrays
+        self.n_examples = int(meta["n_examples"])
+        self.n_truncated = int(meta["n_truncated"])
+        self.label_counts = np.bincount(arrays["answer"], minlength=max_choices)
+
+        L, C = max_length, max_choices
+        self.single_action_space = spaces.Discrete(C)
+        self.single_observation_space = spaces.Dict(
+            {
+                "input_ids": int_box(self.token_info.vocab_size - 1, (L,)),
+                "attention_mask": int_box(1, (L,), dtype=np.int8),
+                "choice_positions": int_box(L - 1, (C,), low=-1),
+                "action_mask": int_box(1, (C,), dtype=np.int8),
+            }
+        )
+
+    def examples(self) -> list[MultipleChoice]:
+        if self._examples is None:
+            self._examples = self._source.load()
+        return self._examples
+
+    def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        examples = self.examples()
+        info, L, C = self.token_info, self.max_length, self.max_choices
+        n = len(examples)
+        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
+        lengths = np.zeros(n, dtype=np.int32)
+        positions = np.full((n, C), -1, dtype=np.int32)
+        n_choices = np.zeros(n, dtype=np.int32)
+        answer = np.zeros(n, dtype=np.int32)
+        n_truncated = 0
+        for i, e in enumerate(examples):
+            if len(e.choices) > C:
+                raise DataFormatError(
+                    self._source.path or "data",
+                    e.line or None,
+                    f"{len(e.choices)} choices but max_choices={C}; pass max_choices={len(e.choices)} to gym.make",
+                )
+            parts = ([e.context] if e.context else []) + [e.question, *e.choices]
+            encoded = [
+                enc.ids or [info.unk_id]
+                for enc in self.tokenizer.encode_batch(parts, add_special_tokens=False)
+            ]
+            fitted = _fit([len(p) for p in encoded], L - 1 - len(parts))
+            n_truncated += fitted != [len(p) for p in encoded]
+            row = [info.cls_id]
+            first_choice = len(parts) - len(e.choices)
+            for k, (ids, keep) in enumerate(zip(encoded, fitted, strict=True)):
+                if k >= first_choice:
+                    positions[i, k - first_choice] = len(row)
+                row.extend(ids[:keep])
+                row.append(info.sep_id)
+            input_ids[i, : len(row)] = row
+            lengths[i] = len(row)
+            n_choices[i] = len(e.choices)
+            answer[i] = e.answer
+        arrays = {
+            "input_ids": input_ids,
+            "lengths": lengths,
+            "choice_positions": positions,
+            "n_choices": n_choices,
+            "answer": answer,
+        }
+        return arrays, {"n_examples": n, "n_truncated": n_truncated}
+
+    def init_state(self, batch_size: int) -> State:
+        n, L, C = batch_size, self.max_length, self.max_choices
+        return {
+            "example": np.zeros(n, dtype=np.int64),
+            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
+            "attention_mask": np.zeros((n, L), dtype=np.int8),
+            "choice_positions": np.full((n, C), -1, dtype=np.int32),
+            "action_mask": np.zeros((n, C), dtype=np.int8),
+            "pred": np.full(n, -1, dtype=np.int32),
+        }
+
+    def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
+        d = self.data
+        state["example"][slots] = example_ids
+        state["input_ids"][slots] = d["input_ids"][example_ids]
+        state["attention_mask"][slots] = (
+            np.arange(self.max_length) < d["lengths"][example_ids][:, None]
+        )
+        state["choice_positions"][slots] = d["choice_positions"][example_ids]
+        state["action_mask"][slots] = (
+            np.arange(self.max_choices) < d["n_choices"][example_ids][:, None]
+        )
+        state["pred"][slots] = -1
+
+    def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
+        s = sel(slots)
+        state["pred"][s] = actions
+        reward = (actions == self.data["answer"][state["example"][s]]).astype(np.float32)
+        done = np.ones(len(reward), dtype=bool)
+        return reward, done, ~done
+
+    def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        s = sel(slots)
+        return {
+            "input_ids": state["input_ids"][s],
+            "attention_mask": state["attention_mask"][s],
+            "choice_positions": state["choice_positions"][s],
+            "action_mask": state["action_mask"][s],
+        }
+
+    def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
+        return state["action_mask"][sel(slots)].astype(bool)
+
+    def render_text(self, state: State, slot: int) -> str:
+        ex, pred = int(state["example"][slot]), int(state["pred"][slot])
+        e = self.examples()[ex]
+        lines = [f"context  {e.context}"] if e.context else []
+        lines.append(f"question {e.question}")
+        for k, choice in enumerate(e.choices):
+            mark = ("→ " if k == pred else "  ") + ("✓" if k == e.answer and pred >= 0 else " ")
+            lines.append(f"  {mark} {k}. {choice}")
+        return "\n".join(lines)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "truncated": self.n_truncated}
+
+
+class MultipleChoiceQAEnv(LmgymEnv):
+    """Multiple-choice question answering: pick one of up to ``max_choices`` options.
+
+    ## Description
+    One question per episode, with its options (and an optional passage) in one sequence:
+    ``[CLS] (context [SEP]) question [SEP] choice_0 [SEP] choice_1 [SEP] ...``. The agent
+    picks an option; scored with accuracy.
+
+    Data: JSONL, one object a line with ``question`` (str), ``choices`` (list of >= 2 str)
+    and ``answer`` — the 0-based index of the right choice, or its exact text (matching
+    exactly one choice); optional ``context`` (str) and ``id``. The bundled sample
+    (``data_dir="sample"``) is written by the lmgym authors; the catalogued layout is
+    ``mcqa/{train,validation,test}.jsonl``; ``data_files=`` takes your own files.
+
+    ## Action Space
+    ``Discrete(max_choices)``: the index of a choice (options past the example's count are masked).
+
+    ## Observation Space
+    | key | dtype | shape | meaning |
+    |---|---|---|---|
+    | input_ids | int32 | (max_length,) | the sequence above, padded |
+    | attention_mask | int8 | (max_length,) | 1 on real tokens |
+    | choice_positions | int32 | (max_choices,) | position of the first token of each choice, -1 padding |
+    | action_mask | int8 | (max_choices,) | 1 for the example's choices |
+
+    ## Rewards
+    1 for the right choice, 0 otherwise (optimum 1.0 per episode). A masked action is
+    applied (and is wrong).
+
+    ## Starting State
+    A question drawn uniformly from the split (``shuffle=True``) or the next one in order.
+
+    ## Episode End
+    Termination after the single step; ``info["episode_metrics"]["accuracy"]``. Corpus
+    metric: accuracy over the split.
+
+    ## Arguments
+    ``split``, ``data_dir``, ``data_files`` (a path or ``{split: path}``), ``tokenizer``
+    (None = WordPiece trained on the train split's texts, ``"minilm"``, a path, a tokenizer
+    object), ``max_length=128`` (when too long, the longest parts are cut first; every part
+    keeps at least one token; counted in ``core.n_truncated``), ``max_choices=5`` (an example
+    with more is an error naming the line), ``shuffle``, ``render_mode``.
+
+    >>> import gymnasium as gym, lmgym
+    >>> env = gym.make("lmgym/MultipleChoiceQA-v0", data_dir="sample")
+    >>> env.action_space
+    Discrete(5)
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    core_class = MultipleChoiceQACore
+
+
+class MultipleChoiceQAVectorEnv(LmgymVectorEnv):
+    """Native vector version of :class:`MultipleChoiceQAEnv` (same arguments plus ``num_envs``)."""
+
+    core_class = MultipleChoiceQACore
+
+
+__all__ = ["MultipleChoiceQACore", "MultipleChoiceQAEnv", "MultipleChoiceQAVectorEnv"]

@@ -1,0 +1,299 @@
+"""The env fast paths score exactly as the reference tools do: sentence BLEU/chrF equal
+sacreBLEU's ``sentence_score`` and span F1/EM equal the official SQuAD v1.1 script, both
+as functions and as the rewards and ``episode_metrics`` of the envs (every reward mode)."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+from lmgym.metrics import (
+    NormalizedAnswer,
+    SentenceScorer,
+    normalize_answer,
+    squad_best_f1_em,
+    tokenize_13a,
+)
+from tests.conftest import needs_real_data
+
+TRANSLATION, QA = "lmgym/Translation-v0", "lmgym/QA-v0"
+SACRE_BLEU, SACRE_CHRF = BLEU(effective_order=True), CHRF()
+
+
+# -- the official SQuAD v1.1 evaluation script (evaluate-v1.1.py), verbatim ---------------------
+def official_normalize_answer(s):
+    def remove_articles(text):
+        return re.sub(r"\b(a|an|the)\b", " ", text)
+
+    def white_space_fix(text):
+        return " ".join(text.split())
+
+    def remove_punc(text):
+        exclude = set(string.punctuation)
+        return "".join(ch for ch in text if ch not in exclude)
+
+    def lower(text):
+        return text.lower()
+
+    return white_space_fix(remove_articles(remove_punc(lower(s))))
+
+
+def official_f1_score(prediction, ground_truth):
+    prediction_tokens = official_normalize_answer(prediction).split()
+    ground_truth_tokens = official_normalize_answer(ground_truth).split()
+    common = Counter(prediction_tokens) & Counter(ground_truth_tokens)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0
+    precision = 1.0 * num_same / len(prediction_tokens)
+    recall = 1.0 * num_same / len(ground_truth_tokens)
+    f1 = (2 * precision * recall) / (precision + recall)
+    return f1
+
+
+def official_exact_match_score(prediction, ground_truth):
+    return official_normalize_answer(prediction) == official_normalize_answer(ground_truth)
+
+
+def official_best(prediction: str, golds: list[str]) -> tuple[float, float]:
+    f1 = max(official_f1_score(prediction, g) for g in golds)
+    em = max(official_exact_match_score(prediction, g) for g in golds)
+    return float(f1), float(em)
+
+
+def sacre(metric: str, hypothesis: str, reference: str) -> float:
+    scorer = SACRE_BLEU if metric == "bleu" else SACRE_CHRF
+    return scorer.sentence_score(hypothesis, [reference]).score
+
+
+# Strings where shortcuts go wrong: overlapping n-grams, 13a's digit contexts, entities,
+# punctuation at word edges, empty and whitespace-only lines, non-ASCII.
+TRICKY = [
+    "",
+    "   ",
+    "aaaa aaaa aaaa",
+    "a a a a a a",
+    "abab ababab aba",
+    "Ein Mann, der 3.5 km läuft - 10-20 Minuten.",
+    "Zwei Hunde &amp; eine Katze &quot;spielen&quot; &lt;draußen&gt;.",
+    "x<skipped>y -\nz (Klammern) [eckig] {geschweift} a/b c:d e;f 1,000 2.",
+    "Frauen ... und Männer ,,, 5-",
+    "Ça va? Naïve café — „Anführung“ 🙂",
+    "ein ein ein Mann Mann",
+]
+
+
+def test_tokenize_13a_equals_sacrebleu():
+    reference = Tokenizer13a()
+    lines = TRICKY + [a + " " + b for a in TRICKY for b in TRICKY]
+    for line in lines:
+        assert tokenize_13a(line) == reference(line), repr(line)
+
+
+def test_sentence_scorer_equals_sacrebleu_on_tricky_strings():
+    references = TRICKY[1:]
+    scorer = SentenceScorer(references)
+    for example, reference in enumerate(references):
+        for hypothesis in TRICKY:
+            for metric in ("bleu", "chrf"):
+                got = scorer.scores(metric, [hypothesis], [example])[0]
+                assert got == sacre(metric, hypothesis, reference), (metric, hypothesis, reference)
+    with pytest.raises(ValueError, match="choose one of"):
+        scorer.scores("ter", ["x"], [0])
+
+
+def test_sentence_scorer_cache_is_bounded_and_evictions_do_not_change_scores():
+    references = TRICKY[5:]
+    scorer = SentenceScorer(references, max_cached=2)
+    hypothesis = "Ein Mann läuft 10-20 Minuten."
+    for example in [0, 1, 2, 0, 3, 1]:  # more references than the cache holds
+        for metric in ("bleu", "chrf"):
+            assert scorer.scores(metric, [hypothesis], [example]) == [
+                sacre(metric, hypothesis, references[example])
+            ]
+    assert len(scorer._bleu_refs) == len(scorer._chrf_refs) == 2
+    assert list(scorer._chrf_refs) == [3, 1]  # the most recently used are kept
+    scorer.scores("chrf", [hypothesis] * 3, [0, 1, 2])  # a batch of 3 in flight
+    assert scorer.max_cached == 6 and len(scorer._chrf_refs) == 4
+    with pytest.raises(ValueError, match="max_cached"):
+        SentenceScorer(references, max_cached=0)
+
+
+def test_normalize_answer_equals_official_on_edge_cases_and_fuzz():
+    # Non-ASCII and control characters are word boundaries for the article regex (not for
+    # str.split): the fast path must fall back there.
+    cases = ["The cat", "a", "an", "the", "", "  ", "the\x01x", "the’s dog", "\u212a the"]
+    cases += ["a1 the2 an", "x-the y", "THE_a", "\x1cthe\x1fan\x00a", "banana an theatre"]
+    rng = np.random.default_rng(0)
+    alphabet = list("aent hx1.,'-_\x01\x1c’Ç\t")
+    cases += ["".join(rng.choice(alphabet, size=int(rng.integers(0, 12)))) for _ in range(20000)]
+    for text in cases:
+        assert normalize_answer(text) == official_normalize_answer(text), repr(text)
+
+
+def test_squad_best_f1_em_equals_official_on_tricky_answers():
+    golds = ["the cat", "The Cat!", "a", "an apple a day", "cat cat dog", "3.5 km"]
+    predictions = ["", "the", "cat", "Cat cat", "dog cat cat.", "apple day", "3.5", "35 km"]
+    for k in range(1, len(golds) + 1):
+        normalized = [NormalizedAnswer(g) for g in golds[:k]]
+        for prediction in predictions:
+            assert squad_best_f1_em(prediction, normalized) == official_best(
+                prediction, golds[:k]
+            ), (prediction, golds[:k])
+
+
+# -- real data ------------------------------------------------------------------------------------
+def noisy_hypotheses(core, rng: np.random.Generator, example: int) -> list[str]:
+    """Texts of several kinds for one example: the reference tokens, a noisy copy, a
+    prefix, random tokens."""
+    gold = core.data["target"][example, : core.data["target_len"][example]].tolist()
+    V = core.target_vocab_size
+    noisy = [t if rng.random() < 0.7 else int(rng.integers(2, V)) for t in gold]
+    prefix = gold[: int(rng.integers(0, len(gold) + 1))]
+    random = rng.integers(2, V, size=int(rng.integers(1, 65))).tolist()
+    texts = core.target_tokenizer.decode_batch(
+        [gold, noisy, prefix, random], skip_special_tokens=True
+    )
+    return [t.strip() for t in texts]
+
+
+@needs_real_data
+@pytest.mark.data
+def test_sentence_scorer_equals_sacrebleu_on_multi30k_validation():
+    core = gym.make(TRANSLATION, split="validation").unwrapped.core
+    rng = np.random.default_rng(0)
+    scorer = SentenceScorer(core.references)
+    hypotheses, examples = [], []
+    for example in range(core.n_examples):
+        for text in noisy_hypotheses(core, rng, example) + [core.references[example - 1]]:
+            hypotheses.append(text)
+            examples.append(example)
+    tokenizer = Tokenizer13a()
+    assert all(tokenize_13a(h) == tokenizer(h) for h in hypotheses)
+    for metric in ("bleu", "chrf"):
+        expected = [
+            sacre(metric, h, core.references[e]) for h, e in zip(hypotheses, examples, strict=True)
+        ]
+        got = scorer.scores(metric, hypotheses, examples)
+        assert got == expected, (
+            f"{metric}: {sum(a != b for a, b in zip(got, expected, strict=True))} differ"
+        )
+        assert len(set(got)) > 100  # the texts span a range of scores, not just 0 and 100
+
+
+@needs_real_data
+@pytest.mark.data
+@pytest.mark.parametrize("mode", ["bleu", "chrf", "bleu_dense", "chrf_dense"])
+def test_translation_rewards_and_metrics_equal_sacrebleu_on_multi30k(mode):
+    n = 16
+    env = gym.make_vec(
+        TRANSLATION,
+        num_envs=n,
+        vectorization_mode="vector_entry_point",
+        split="validation",
+        reward_mode=mode,
+    )
+    core = env.unwrapped.core
+    metric, dense = mode.split("_")[0], mode.endswith("_dense")
+    rng = np.random.default_rng(1)
+    env.reset(seed=3)
+    previous = np.zeros(n)  # score of each slot's prefix before this step (dense modes)
+    ended = 0
+    for _ in range(150):
+        expert = env.unwrapped.expert_actions()
+        noise = rng.integers(2, core.target_vocab_size, size=n)
+        actions = np.where(rng.random(n) < 0.75, expert, noise)
+        starting = env.unwrapped._done.copy()  # these slots reset this step (next-step autoreset)
+        _, rewards, terminated, truncated, info = env.step(actions)
+        state = env.unwrapped.state
+        texts = core.hypotheses(state, np.arange(n))
+        references = [core.references[int(e)] for e in state["example"]]
+        scores = np.array([sacre(metric, h, r) for h, r in zip(texts, references, strict=True)])
+        done = terminated | truncated
+        for slot in range(n):
+            if starting[slot]:
+                assert rewards[slot] == 0.0
+                previous[slot] = 0.0
+                continue
+            if dense:
+                expected = np.float32((scores[slot] - previous[slot]) / 100.0)
+            else:
+                expected = np.float32(scores[slot] / 100.0) if done[slot] else 0.0
+            assert np.float32(rewards[slot]) == expected, (slot, texts[slot])
+            previous[slot] = scores[slot]
+        for slot in np.flatnonzero(done):
+            metrics = {k: v[slot] for k, v in info["episode_metrics"].items()}
+            assert metrics["bleu"] == sacre("bleu", texts[slot], references[slot])
+            assert metrics["chrf"] == sacre("chrf", texts[slot], references[slot])
+            ended += 1
+    assert ended >= 2 * n
+
+
+@needs_real_data
+@pytest.mark.data
+def test_squad_best_f1_em_equals_official_on_squad_validation():
+    core = gym.make(QA, split="validation").unwrapped.core
+    rng = np.random.default_rng(0)
+    checked = 0
+    for question in range(core.n_questions):
+        golds = core.gold_answers(question)
+        context = core.contexts[int(core.data["question_par"][question])]
+        predictions = [*golds, "", golds[0].upper() + " the", golds[0][1:]]
+        for _ in range(3):
+            a = int(rng.integers(0, len(context)))
+            predictions.append(context[a : a + int(rng.integers(0, 80))])
+        normalized = core.normalized_golds(question)
+        for prediction in predictions:
+            assert squad_best_f1_em(prediction, normalized) == official_best(prediction, golds), (
+                prediction,
+                golds,
+            )
+            checked += 1
+    assert core.n_questions == 1988 and checked >= 9 * core.n_questions
+
+
+@needs_real_data
+@pytest.mark.data
+@pytest.mark.parametrize("mode", ["f1", "em"])
+def test_qa_rewards_and_metrics_equal_official_squad(mode):
+    n = 64
+    env = gym.make_vec(
+        QA,
+        num_envs=n,
+        vectorization_mode="vector_entry_point",
+        split="validation",
+        reward_mode=mode,
+    )
+    core = env.unwrapped.core
+    rng = np.random.default_rng(2)
+    env.reset(seed=5)
+    ended = hits = 0
+    for _ in range(60):
+        masks = env.unwrapped.action_masks()
+        random = (rng.random(masks.shape) * masks).argmax(axis=1)
+        # mostly the expert's span (scores near 1), else random valid positions
+        actions = np.where(rng.random(n) < 0.5, env.unwrapped.expert_actions(), random)
+        _, rewards, terminated, _, info = env.step(actions)
+        state = env.unwrapped.state
+        for slot in np.flatnonzero(terminated):
+            window = int(state["example"][slot])
+            start, end = int(state["start"][slot, 0]), int(state["end"][slot])
+            prediction = core.prediction(window, start, end)
+            if prediction is None:
+                f1 = em = float(core.data["gold_start"][window] < 0)
+            else:
+                golds = core.gold_answers(int(core.data["question"][window]))
+                f1, em = official_best(prediction, golds)
+            assert info["episode_metrics"]["f1"][slot] == f1
+            assert info["episode_metrics"]["exact_match"][slot] == em
+            assert rewards[slot] == np.float32(f1 if mode == "f1" else em)
+            ended += 1
+            hits += em == 1.0
+    assert ended >= n and 0 < hits < ended
