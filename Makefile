@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) -m lmgym.demo
+	$(PYTHON) -m agents.demo
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -m "not slow" -q

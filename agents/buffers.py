@@ -32,11 +32,13 @@ from stable_baselines3.common.buffers import DictRolloutBuffer
 MINIBATCH_MODES = ("random", "episodes")
 
 
-def episode_order(episode_starts: np.ndarray) -> np.ndarray:
+def episode_order(episode_starts: np.ndarray, rng: Any = None) -> np.ndarray:
     """Flat buffer indices with each episode's steps together, episodes in random order.
 
     :param episode_starts: ``[n_steps, n_envs]`` flags (1 where a step starts an episode),
         as SB3 stores them; flat index ``env * n_steps + step`` (SB3's ``swap_and_flatten``).
+    :param rng: a ``numpy.random.Generator``; default numpy's global RNG, which SB3 seeds
+        and draws its own minibatch permutation from.
     :return: a permutation of ``range(n_steps * n_envs)``.
     """
     n_steps, n_envs = episode_starts.shape
@@ -44,7 +46,7 @@ def episode_order(episode_starts: np.ndarray) -> np.ndarray:
     for env in range(n_envs):
         cuts = np.flatnonzero(episode_starts[1:, env]) + 1
         segments += np.split(env * n_steps + np.arange(n_steps), cuts)
-    order = np.random.permutation(len(segments))
+    order = (rng or np.random).permutation(len(segments))
     return np.concatenate([segments[i] for i in order])
 
 

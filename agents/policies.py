@@ -100,7 +100,9 @@ def make_optimizer(
     """
     params = list(params)
     kwargs = dict(optimizer_kwargs)
-    if optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(kwargs):
+    if optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(
+        kwargs
+    ):
         try:
             return optimizer_class(params, lr=lr, fused=True, **kwargs)
         except (RuntimeError, ValueError):  # a device or dtype without the fused kernel

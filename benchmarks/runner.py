@@ -128,7 +128,11 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
     setup = run_setup(config, "ppo")
     make_kwargs = setup["make_kwargs"]
     venv = make_vec_env(config.env, config.n_envs, seed=config.seed, **make_kwargs)
-    policy_kwargs = {"backbone": config.backbone, **env_policy_kwargs(venv), **setup["policy_kwargs"]}
+    policy_kwargs = {
+        "backbone": config.backbone,
+        **env_policy_kwargs(venv),
+        **setup["policy_kwargs"],
+    }
     model = PPO(TransformerPolicy, venv, seed=config.seed, device=config.device, verbose=0,
                 policy_kwargs=policy_kwargs)  # fmt: skip
     recipe = supervised_recipe(config.env, config.backbone)

@@ -92,10 +92,9 @@ def measure(
     from stable_baselines3 import PPO
 
     from agents import TransformerPolicy, env_policy_kwargs
+    from agents.buffers import rollout_buffer_class
     from agents.train import SETUP_KEYS, load_hyperparams
     from lmgym.sb3 import make_vec_env
-
-    from agents.buffers import rollout_buffer_class
 
     hp = load_hyperparams("ppo", env_id, backbone)
     kwargs = {**(hp.get("env_kwargs") or {}), **(make_kwargs or {})}
@@ -198,7 +197,9 @@ def supervised_step_time(
     optimizer = make_optimizer(th.optim.Adam, params, 1e-5, {"eps": 1e-5})
     ids = th.as_tensor(np.stack([row[0] for row in sentences]), device=device).long()
     mask = th.as_tensor(np.stack([row[1] for row in sentences]), device=device).long()
-    labels = th.randint(0, n_labels, ids.shape, device=device, generator=th.Generator(device).manual_seed(0))
+    labels = th.randint(
+        0, n_labels, ids.shape, device=device, generator=th.Generator(device).manual_seed(0)
+    )
 
     def step(rows: slice) -> int:
         m = mask[rows]

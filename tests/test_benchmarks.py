@@ -133,3 +133,27 @@ def test_train_throughput_times_rollout_and_update_apart(tmp_path):
         assert r["rollout_steps_per_s"] > 0 and r["update_steps_per_s"] > 0
     table = report.train_throughput_table(payload)
     assert sum(line.startswith("| lmgym/SST2-v0 | tiny |") for line in table) == 2
+
+
+@pytest.mark.parametrize("spec_name", ["quick", "minilm-cpu"])
+def test_rl_and_supervised_share_env_tokenizer_backbone_and_budget(spec_name):
+    from benchmarks.runner import run_setup
+
+    spec = leaderboard.load_spec(Path(leaderboard.HERE) / "specs" / f"{spec_name}.yml")
+    runs = leaderboard.expand(spec)
+    supervised = {(r.env, r.backbone, r.seed): r for r in runs if r.algo == "supervised"}
+    rl = [r for r in runs if r.algo not in leaderboard_baselines()]
+    assert rl and supervised
+    for run in rl:
+        baseline = supervised[(run.env, run.backbone, run.seed)]
+        assert run.steps == baseline.steps, run.run_id
+        ours, theirs = run_setup(run)["make_kwargs"], run_setup(baseline)["make_kwargs"]
+        assert ours == theirs, (run.run_id, ours, theirs)
+        # a from-scratch encoder reads the env's own WordPiece, a pretrained one its vocab
+        assert (ours.get("tokenizer") == "minilm") == (run.backbone == "minilm"), run.run_id
+
+
+def leaderboard_baselines() -> tuple[str, ...]:
+    from benchmarks.runner import BASELINES
+
+    return (*BASELINES, "supervised")
