@@ -110,8 +110,9 @@ class Args:
         default=None,
         metadata={
             "help": "supervised warm start on N labelled env steps before RL (the leaderboard's "
-            "supervised recipe: batch_size, n_epochs and learning_rate of the YAML); the warm "
-            "start is evaluated at step 0, so best_model.zip is never worse on validation"
+            "supervised recipe: batch_size, n_epochs and learning_rate of the YAML, or "
+            "--hp pretrain_lr=...); the warm start is evaluated at step 0, so best_model.zip "
+            "is never worse on validation"
         },
     )
     kl_coef: float | None = field(
@@ -497,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     pretrain_steps = int(
         args.pretrain_steps if args.pretrain_steps is not None else hp.pop("pretrain_steps", 0)
     )
+    warm_start_lr = hp.get("pretrain_lr")  # --warm-start: default the algorithm's own lr
     pretrain_lr = float(hp.pop("pretrain_lr", 1e-4))
     kl_coef = float(args.kl_coef if args.kl_coef is not None else hp.pop("kl_coef", 0.0))
     kl_target = args.kl_target if args.kl_target is not None else hp.pop("kl_target", None)
@@ -575,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = int(getattr(model, "batch_size", None) or 64)
         stats = pretrain(
             model, args.env_id, steps=max(1, -(-args.warm_start // batch)), batch_size=batch,
-            lr=float(model.learning_rate) if not callable(model.learning_rate) else pretrain_lr,
+            lr=float(warm_start_lr if warm_start_lr is not None else model.learning_rate(1.0)
+                     if callable(model.learning_rate) else model.learning_rate),
             epochs=int(getattr(model, "n_epochs", 1) or 1), seed=args.seed, **make_kwargs,
         )  # fmt: skip
         for key in ("initial_accuracy", "final_accuracy", "final_loss", "samples", "updates"):
