@@ -120,16 +120,66 @@ def train_throughput_table(payload: dict[str, Any]) -> list[str]:
         f"env-steps/s; rollout = collection (env + policy forward), update = PPO's epochs of "
         f"forward + backward over it; {payload.get('torch_threads', '?')} torch threads, "
         f"commit {payload.get('commit', '?')}, {payload.get('date', '')}.", "",
-        "| env | backbone | n_envs | dtype | n_steps | batch | epochs | rollout | update | overall |",
+        "Per trained token (divided by n_epochs + 1): encoder tokens run, and wall time "
+        "against one supervised forward + backward of token classification on the same "
+        "sentences (module doc of `benchmarks/train_throughput.py`).", "",
+        "| env | backbone | variant | n_envs | dtype | rollout | update | overall "
+        "| encoder tokens / trained token | wall vs supervised |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in payload["rows"]:
+        per_token = (
+            f"{r['encoder_tokens_per_trained_token']:.2f} | {r['wall_vs_supervised']:.2f}×"
+            if "wall_vs_supervised" in r
+            else "- | -"
+        )
         lines.append(
-            f"| {r['env']} | {r['backbone']} | {r['n_envs']} | {r['dtype']} | {r['n_steps']} | "
-            f"{r['batch_size']} | {r['n_epochs']} | {r['rollout_steps_per_s']:,.1f} | "
-            f"{r['update_steps_per_s']:,.1f} | {r['steps_per_s']:,.1f} |"
+            f"| {r['env']} | {r['backbone']} | {r.get('variant', 'default')} | {r['n_envs']} | "
+            f"{r['dtype']} | {r['rollout_steps_per_s']:,.1f} | {r['update_steps_per_s']:,.1f} | "
+            f"{r['steps_per_s']:,.1f} | {per_token} |"
         )
     return [*lines, ""]
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
+    """One row per env: baselines, each RL algorithm and supervised, test mean ± std (N).
+
+    The README's summary table is this function's output for a spec's records
+    (``--readme``), so it is never typed by hand.
+    """
+    groups = _group(records)
+    keys = sorted({k for env in groups.values() for k in env}, key=_order)
+    header = [
+        "env (metric)",
+        *[k[0] if k[1] in ("-", "tiny") else f"{k[0]} ({k[1]})" for k in keys],
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for env, by_key in sorted(groups.items()):
+        metric = next(iter(by_key.values()))[0]["metric"]
+        cells = []
+        for key in keys:
+            values = [r["metrics"][metric] for r in by_key.get(key, [])]
+            if not values:
+                cells.append("-")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                cells.append(
+                    f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f} ({len(values)})"
+                )
+        lines.append(f"| {env.split('/')[-1]} ({metric}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, folder: Path, marker: str) -> None:
+    """Replace the text between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``readme``."""
+    text = readme.read_text()
+    start, end = f"<!-- {marker} -->\n", f"\n<!-- /{marker} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start.strip()} ... {end.strip()} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(readme, head + start + summary_table(read_records(folder)) + end + tail)
 
 
 def plot(records: list[dict[str, Any]], out_dir: Path, name: str) -> list[Path]:
@@ -242,7 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=HERE / "LEADERBOARD.md")
     parser.add_argument("--plots", type=Path, default=HERE / "plots")
     parser.add_argument("--throughput", type=Path, default=HERE / "results" / "throughput.json")
+    parser.add_argument(
+        "--readme",
+        nargs=2,
+        metavar=("FOLDER", "MARKER"),
+        default=None,
+        help="also write FOLDER's summary table into README.md between <!-- MARKER --> lines",
+    )
     args = parser.parse_args(argv)
+    if args.readme:
+        update_readme(HERE.parent / "README.md", Path(args.readme[0]), args.readme[1])
     folders = args.results or sorted(
         p for p in (HERE / "results").iterdir() if p.is_dir() and any(p.glob("*.json"))
     )

@@ -157,3 +157,25 @@ def leaderboard_baselines() -> tuple[str, ...]:
     from benchmarks.runner import BASELINES
 
     return (*BASELINES, "supervised")
+
+
+def test_readme_summary_table_is_generated_from_records(tmp_path):
+    from benchmarks.report import summary_table, update_readme
+    from benchmarks.records import write_record
+
+    folder = tmp_path / "records"
+    for algo, seed, score in [("ppo", 0, 0.6), ("ppo", 1, 0.8), ("majority", 0, 0.5)]:
+        write_record(folder, {"env": "lmgym/SST2-v0", "algo": algo, "backbone": "tiny" if algo == "ppo" else "-",
+                              "seed": seed, "metric": "accuracy", "metrics": {"accuracy": score},
+                              "run_id": f"{algo}{seed}"})  # fmt: skip
+    table = summary_table(read_records(folder))
+    assert "| SST2-v0 (accuracy) | 0.500 | 0.700 ± 0.141 (2) |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text("top\n<!-- t -->\nstale\n<!-- /t -->\nend\n")
+    update_readme(readme, folder, "t")
+    text = readme.read_text()
+    assert (
+        "stale" not in text and table in text and text.startswith("top") and text.endswith("end\n")
+    )
+    with pytest.raises(SystemExit, match="no <!-- u -->"):
+        update_readme(readme, folder, "u")
