@@ -117,6 +117,19 @@ def test_infer_family(family, expected):
     assert infer_family(FAKE_ENVS[family]().observation_space) == expected
 
 
+def test_policy_takes_its_family_from_the_env():
+    """``env_policy_kwargs`` passes ``env.unwrapped.family``; without it (a foreign env, an
+    old checkpoint) the head family is read off the observation keys."""
+    env = FAKE_ENVS["qa"]()
+    assert env_policy_kwargs(env)["family"] == "qa"
+    assert make_model("ppo", env).policy.mlp_extractor.family == "qa"
+    guessed = PPO(TransformerPolicy, env, device="cpu", policy_kwargs=MICRO).policy
+    assert guessed.mlp_extractor.family == "qa"
+    assert "family" not in guessed._get_constructor_parameters()
+    with pytest.raises(ValueError, match="unknown family"):
+        PPO(TransformerPolicy, env, device="cpu", policy_kwargs={**MICRO, "family": "pos"})
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_head_shapes_and_masking(family):
     """Logits [B, n_actions] with invalid actions at NEG; values [B, 1]; log-probs finite."""

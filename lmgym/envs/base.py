@@ -110,7 +110,29 @@ def check_actions(actions: Any, n_actions: int, batch: int | None) -> np.ndarray
     return array
 
 
-class LmgymEnv(gym.Env):
+class _CoreFacts:
+    """What both env classes tell about their core: tokenizer, task family and metric."""
+
+    core: TaskCore
+
+    @property
+    def tokenizer(self) -> Any:
+        """The :class:`tokenizers.Tokenizer` whose ids the observations hold."""
+        return self.core.tokenizer
+
+    @property
+    def family(self) -> str:
+        """The task family (``"ner"``, ``"classification"``, ``"qa"``, ``"translation"``,
+        ``"multiple_choice"`` or ``"multitask"``): what head a policy needs."""
+        return self.core.family
+
+    @property
+    def metric(self) -> str | None:
+        """The corpus metric the family is judged by (:data:`~lmgym.envs.core.FAMILY_METRIC`)."""
+        return self.core.metric
+
+
+class LmgymEnv(_CoreFacts, gym.Env):
     """A single lmgym env: a batch of one episode over the family's core."""
 
     metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -132,11 +154,6 @@ class LmgymEnv(gym.Env):
         self._all = np.zeros(1, dtype=np.int64)
 
     # -- the shared API ---------------------------------------------------------------
-    @property
-    def tokenizer(self):
-        """The :class:`tokenizers.Tokenizer` whose ids the observations hold."""
-        return self.core.tokenizer
-
     def action_masks(self) -> np.ndarray:
         """``bool[n_actions]``: valid actions now (read by sb3-contrib's MaskablePPO)."""
         return self.core.action_masks(self.state)[0]
@@ -222,7 +239,7 @@ class LmgymEnv(gym.Env):
         self._needs_reset = saved["needs_reset"]
 
 
-class LmgymVectorEnv(VectorEnv):
+class LmgymVectorEnv(_CoreFacts, VectorEnv):
     """``num_envs`` episodes advanced together by array operations over one core.
 
     Slot ``i`` behaves exactly like a single env seeded with ``seed + i`` (checked by the
@@ -285,10 +302,6 @@ class LmgymVectorEnv(VectorEnv):
 
     def _make_core(self, kwargs: dict[str, Any]) -> TaskCore:
         return make_core(self.core_class, kwargs)
-
-    @property
-    def tokenizer(self):
-        return self.core.tokenizer
 
     def action_masks(self) -> np.ndarray:
         """``bool[num_envs, n_actions]``: valid actions of every slot."""

@@ -24,6 +24,17 @@ from tokenizers import Tokenizer
 State = dict[str, np.ndarray]
 Slots = np.ndarray | None
 
+#: The corpus metric each task family is judged by (a key of ``lmgym.evaluate``'s result);
+#: ``env.unwrapped.metric`` reads it. MultiTask has none of its own: each task keeps its
+#: family's (``env.unwrapped.task_families``).
+FAMILY_METRIC: dict[str, str] = {
+    "ner": "entity_f1",
+    "classification": "accuracy",
+    "translation": "bleu",
+    "qa": "f1",
+    "multiple_choice": "accuracy",
+}
+
 
 def sel(slots: Slots) -> Any:
     """Index expression for ``slots``: the array itself, or ``slice(None)`` for all."""
@@ -45,6 +56,11 @@ class TaskCore(abc.ABC):
     @property
     def n_actions(self) -> int:
         return int(self.single_action_space.n)
+
+    @property
+    def metric(self) -> str | None:
+        """The family's corpus metric (:data:`FAMILY_METRIC`; ``None`` for a family without one)."""
+        return FAMILY_METRIC.get(self.family)
 
     # -- episode state --------------------------------------------------------------
     @abc.abstractmethod
