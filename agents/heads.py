@@ -468,8 +468,8 @@ class TaskHeads(nn.Module):
     :param use_obs_action_mask: give the logit :data:`NEG` to actions the observation's
         ``action_mask`` marks invalid.
     :param with_critic: build the critic (``False`` for DQN's Q-network).
-    :param attention_backend: ``"math"`` to force the math attention kernel in the
-        translation decoder (TRPO; see :class:`~agents.extractor.TransformerExtractor`).
+    :param attention_backend: attention kernels of the translation decoder
+        (:func:`~agents.extractor.attention_context`; ``None`` = auto).
     :param critic_encoder_grad: let the value loss train the shared encoder. ``False``
         detaches the hidden states the critic reads, so only the policy loss shapes the
         encoder (the critic still learns its own ``value_*`` layers); this matters with a
@@ -549,7 +549,7 @@ class TaskHeads(nn.Module):
 
     def forward_actor(self, features: th.Tensor, apply_obs_mask: bool | None = None) -> th.Tensor:
         hidden, obs = self.layout.unpack(features)
-        with attention_context(self.attention_backend):
+        with attention_context(self.attention_backend, self.training, features.device):
             logits = self.actor(hidden, obs)
         if (
             self.use_obs_action_mask

@@ -226,9 +226,11 @@ class TransformerPolicy(_TransformerHeadsMixin, ActorCriticPolicy):
     :param dtype: ``"bf16"``/``"fp16"`` autocast of the encoder (GPU); default fp32.
     :param compile: ``torch.compile`` the encoder (GPU).
     :param trim_padding: skip all-padding columns in the encoder (exact).
-    :param attention_backend: ``"math"`` forces the math attention kernel; **TRPO needs
-        it** (its Hessian-vector products differentiate twice, which the flash and
-        memory-efficient kernels do not support). ``agents.train`` sets it for TRPO.
+    :param attention_backend: attention kernels (:func:`agents.extractor.attention_context`).
+        ``None`` (auto): the math kernel while training on CPU, where TRPO's
+        Hessian-vector products differentiate twice (the flash and memory-efficient
+        kernels cannot), so stock ``sb3_contrib.TRPO`` works as is; ``"math"`` always
+        (TRPO on GPU; ``agents.train`` sets it for TRPO); ``"default"``: PyTorch's pick.
     :param decoder_layers: translation decoder depth.
     :param task_families: multitask: family of each task id.
     :param task_n_actions: multitask: action count of each task.

@@ -244,6 +244,20 @@ def test_value_modules_are_named_value_and_trpo_split_is_right():
     assert any(".attention.self.value." in k for k in policy.state_dict())
 
 
+def test_stock_sb3_contrib_trpo_trains_the_policy():
+    """sb3-contrib's own TRPO, without options: its Hessian-vector products need a double
+    backward through attention, which the default (auto) kernel choice gives on CPU."""
+    from sb3_contrib import TRPO as StockTRPO
+
+    env = gym.make("lmgym/SST2-v0", data_dir="sample")
+    model = StockTRPO(TransformerPolicy, env, n_steps=64, batch_size=64, seed=0, device="cpu",
+                      policy_kwargs=dict(backbone="tiny"))  # fmt: skip
+    before = [p.detach().clone() for p in model.policy.features_extractor.parameters()]
+    model.learn(128)
+    after = list(model.policy.features_extractor.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 def test_trpo_updates_every_encoder_parameter():
     env = FAKE_ENVS["classification"]()
     model = make_model("trpo", env)
