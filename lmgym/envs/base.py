@@ -7,8 +7,6 @@ rendering, pickling) lives here once.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -18,61 +16,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from lmgym.data.cache import CACHE_ENV
-from lmgym.data.paths import DATA_DIR_ENV
-from lmgym.envs.core import TaskCore
+from lmgym.envs.core import _CORES, TaskCore, make_core  # noqa: F401  (re-exported)
 from lmgym.envs.sampling import ExampleSampler
-
-_CORES: dict[tuple, TaskCore] = {}
-_MAX_CACHED_CORES = 32
-
-
-def _hashable(value: Any) -> bool:
-    if isinstance(value, (tuple, list)):
-        return all(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return all(_hashable(v) for v in value.values())
-    return value is None or isinstance(value, (str, int, float, bool, Path))
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _plain_arrays(core: TaskCore) -> TaskCore:
-    """Swap the core's memory-mapped data arrays for plain ``ndarray`` views of the same
-    memory: ``numpy.memmap`` indexes through a Python-level ``__getitem__`` (plus
-    ``__array_finalize__``), about 15 us per gather, a quarter of a 1024-slot NER step."""
-    data = getattr(core, "data", None)
-    if isinstance(data, dict):
-        for name, array in data.items():
-            if isinstance(array, np.memmap):
-                data[name] = array.view(np.ndarray)
-    return core
-
-
-def make_core(core_class: type[TaskCore], kwargs: dict[str, Any]) -> TaskCore:
-    """Build a core, sharing it between envs of this process made with equal settings.
-
-    Cores are read-only after construction, so sharing is safe; envs made with objects
-    (a tokenizer instance, a callable) get a core of their own.
-    """
-    if not _hashable(kwargs):
-        return _plain_arrays(core_class(**kwargs))
-    # Where data and caches are looked up is part of the identity of a core.
-    key = (core_class, _freeze(kwargs), os.environ.get(DATA_DIR_ENV), os.environ.get(CACHE_ENV))
-    core = _CORES.get(key)
-    if core is None:
-        core = _plain_arrays(core_class(**kwargs))
-        if len(_CORES) >= _MAX_CACHED_CORES:
-            _CORES.pop(next(iter(_CORES)))
-        _CORES[key] = core
-    return core
-
 
 _DICT_BUILDERS: dict[tuple[str, ...], Any] = {}
 
@@ -477,3 +422,17 @@ class LmgymVectorEnv(_CoreFacts, VectorEnv):
     def __setstate__(self, saved: dict[str, Any]) -> None:
         self.__dict__.update(saved)
         self.core = self._make_core({k: v for k, v in self._kwargs.items() if k != "shuffle"})
+
+
+def vector_env(env_class: type[LmgymEnv]) -> type[LmgymVectorEnv]:
+    """The native vector env of a family's ``env_class``: the same core (so the same
+    arguments, plus ``num_envs``), defined in the family's module under the name with
+    ``VectorEnv`` for ``Env`` (what ``gym.register``'s ``vector_entry_point`` names).
+
+    :param env_class: the family's :class:`LmgymEnv` subclass.
+    """
+    name = env_class.__name__.replace("Env", "VectorEnv")
+    doc = f"Native vector version of :class:`{env_class.__name__}` (same arguments plus ``num_envs``)."
+    namespace = {"core_class": env_class.core_class, "__doc__": doc}
+    namespace.update(__module__=env_class.__module__, __qualname__=name)
+    return type(name, (LmgymVectorEnv,), namespace)

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import LabelledText, read_table, read_trec
 from lmgym.data.sources import Source, dataset_source, file_source
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import LabelScoring, State, int_box, sel
 from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
 
@@ -224,7 +224,4 @@ class TextClassificationEnv(LmgymEnv):
     core_class = ClassificationCore
 
 
-class TextClassificationVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`TextClassificationEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = ClassificationCore
+TextClassificationVectorEnv = vector_env(TextClassificationEnv)

@@ -11,7 +11,7 @@ from gymnasium import spaces
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import MultipleChoice, read_multiple_choice_jsonl
 from lmgym.data.sources import Source, dataset_source, file_source
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import LabelScoring, State, int_box, sel
 from lmgym.envs.dataset import DatasetCore, pad_rows, positions
 
@@ -246,10 +246,7 @@ class MultipleChoiceQAEnv(LmgymEnv):
     core_class = MultipleChoiceQACore
 
 
-class MultipleChoiceQAVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`MultipleChoiceQAEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = MultipleChoiceQACore
+MultipleChoiceQAVectorEnv = vector_env(MultipleChoiceQAEnv)
 
 
 __all__ = ["MultipleChoiceQACore", "MultipleChoiceQAEnv", "MultipleChoiceQAVectorEnv"]

@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import TaggedSentence
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import State, int_box, sel
 from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows, row_starts, write_back
 from lmgym.envs.tagging import (  # noqa: F401  (tag_set, balanced_weights: re-exported)
@@ -418,10 +418,7 @@ class NEREnv(LmgymEnv):
     core_class = NERCore
 
 
-class NERVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`NEREnv` (same arguments plus ``num_envs``)."""
-
-    core_class = NERCore
+NERVectorEnv = vector_env(NEREnv)
 
 
 __all__ = ["CONLL2003_TAGS", "NERCore", "NEREnv", "NERVectorEnv", "LmgymDataError", "Path"]

@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import spaces
 
 from lmgym.data.loaders import PackedTexts, SquadQuestion
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import State, int_box, sel
 from lmgym.envs.dataset import DatasetCore
 from lmgym.envs.multiple_choice import (  # noqa: F401  (re-exported: their former home)
@@ -409,10 +409,7 @@ class QAEnv(LmgymEnv):
     core_class = QACore
 
 
-class QAVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`QAEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = QACore
+QAVectorEnv = vector_env(QAEnv)
 
 
 __all__ = [

@@ -12,7 +12,7 @@ from gymnasium import spaces
 from lmgym.data.cache import fingerprint
 from lmgym.data.loaders import PackedTexts, ParallelText
 from lmgym.data.tokenization import tokenizer_digest
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
+from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import State, int_box, sel
 from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
 from lmgym.envs.translation_data import (  # noqa: F401  (re-exported: their former home)
@@ -403,10 +403,7 @@ class TranslationEnv(LmgymEnv):
     core_class = TranslationCore
 
 
-class TranslationVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`TranslationEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = TranslationCore
+TranslationVectorEnv = vector_env(TranslationEnv)
 
 
 __all__ = [
