@@ -16,7 +16,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from lmgym.envs.core import _CORES, TaskCore, make_core  # noqa: F401  (re-exported)
+from lmgym.envs.core import _CORES, State, TaskCore, make_core  # noqa: F401  (re-exported)
 from lmgym.envs.sampling import ExampleSampler
 
 _DICT_BUILDERS: dict[tuple[str, ...], Any] = {}
@@ -59,6 +59,7 @@ class _CoreFacts:
     """What both env classes tell about their core: tokenizer, task family and metric."""
 
     core: TaskCore
+    state: State
 
     @property
     def tokenizer(self) -> Any:
@@ -75,6 +76,17 @@ class _CoreFacts:
     def metric(self) -> str | None:
         """The corpus metric the family is judged by (:data:`~lmgym.envs.core.FAMILY_METRIC`)."""
         return self.core.metric
+
+    def _render_slot0(self) -> str | None:
+        """Slot 0 as text: returned (``"ansi"``), printed (``"human"``), or nothing (no mode)."""
+        render_mode = getattr(self, "render_mode", None)
+        if render_mode is None:
+            return None
+        text = self.core.render_text(self.state, 0)
+        if render_mode == "ansi":
+            return text
+        print(text)
+        return None
 
 
 class LmgymEnv(_CoreFacts, gym.Env):
@@ -145,12 +157,7 @@ class LmgymEnv(_CoreFacts, gym.Env):
             gym.logger.warn(
                 "render() called without a render_mode; pass render_mode='ansi' or 'human' to gym.make"
             )
-            return None
-        text = self.core.render_text(self.state, 0)
-        if self.render_mode == "ansi":
-            return text
-        print(text)
-        return None
+        return self._render_slot0()
 
     def _observation(self) -> dict[str, np.ndarray]:
         return {k: np.array(v[0]) for k, v in self.core.observe(self.state).items()}
@@ -406,13 +413,7 @@ class LmgymVectorEnv(_CoreFacts, VectorEnv):
         }
 
     def render(self) -> str | None:  # type: ignore[override]  # text, not per-slot frames
-        if self.render_mode is None:
-            return None
-        text = self.core.render_text(self.state, 0)
-        if self.render_mode == "ansi":
-            return text
-        print(text)
-        return None
+        return self._render_slot0()
 
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in ("core",)}
