@@ -304,7 +304,10 @@ class TransformerExtractor(BaseFeaturesExtractor):
         sorted_lengths = lengths[order].tolist()
         chunks, start = [], 0
         for i in range(1, len(sorted_lengths) + 1):
-            if i == len(sorted_lengths) or sorted_lengths[i] * self.bucket_ratio < sorted_lengths[start]:
+            if (
+                i == len(sorted_lengths)
+                or sorted_lengths[i] * self.bucket_ratio < sorted_lengths[start]
+            ):
                 chunks.append(order[start:i])
                 start = i
         if len(chunks) == 1:
