@@ -64,9 +64,34 @@ ENCODER_KEYS = ("input_ids", "token_type_ids")
 DTYPES = {"bf16": th.bfloat16, "bfloat16": th.bfloat16, "fp16": th.float16, "float16": th.float16}
 
 
-def attention_context(backend: str | None) -> contextlib.AbstractContextManager:
-    """``sdpa_kernel(MATH)`` for ``backend="math"``, else a no-op."""
-    if backend != "math":
+#: ``attention_backend`` values: ``None`` = auto (see :func:`attention_context`).
+ATTENTION_BACKENDS = (None, "math", "default")
+
+
+def attention_context(
+    backend: str | None, training: bool = False, device: th.device | None = None
+) -> contextlib.AbstractContextManager:
+    """The scaled-dot-product attention kernels a forward pass may use.
+
+    ``"math"``: PyTorch's math kernel, always. ``"default"``: PyTorch's choice, always
+    (fastest; the flash / memory-efficient kernels have no double backward). ``None``
+    (auto): the math kernel while a CPU module records gradients in training mode,
+    PyTorch's choice otherwise. Double backward (TRPO's Hessian-vector products, which
+    differentiate the KL's gradient) happens only there, so stock ``sb3_contrib.TRPO``
+    works on CPU without options, while rollouts and evaluation (no gradients) keep the
+    fused kernel. On GPU pass ``"math"`` for TRPO (``agents.train`` does).
+
+    :param backend: ``None``, ``"math"`` or ``"default"``.
+    :param training: the calling module's ``training`` flag.
+    :param device: where the attention runs.
+    """
+    auto_math = (
+        backend is None
+        and training
+        and th.is_grad_enabled()
+        and (device is None or device.type == "cpu")
+    )
+    if backend != "math" and not auto_math:
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -137,10 +162,12 @@ class TransformerExtractor(BaseFeaturesExtractor):
     :param trim_padding: run the encoder only up to the last attended position of the
         batch (the rest is padding, zero-filled in the features). Exact for any padding
         side; saves most of the encoder's time on short sentences.
-    :param attention_backend: ``"math"`` forces PyTorch's math kernel for every
-        scaled-dot-product attention (encoder and translation decoder). Required by TRPO,
-        whose Hessian-vector products differentiate twice: the flash / memory-efficient
-        kernels have no double backward. ``None`` lets PyTorch pick (fastest).
+    :param attention_backend: which scaled-dot-product attention kernels the encoder and
+        the translation decoder use (:func:`attention_context`). ``None`` (auto): the math
+        kernel while training on CPU with gradients (TRPO's Hessian-vector products
+        differentiate twice, which the flash / memory-efficient kernels cannot), PyTorch's
+        pick otherwise; ``"math"``: always the math kernel (TRPO on GPU); ``"default"``:
+        always PyTorch's pick.
     :param dedup: encode identical rows of a batch once (exact; see the module doc).
     :param cache: reuse hidden states of inputs already encoded with the current weights
         when no gradient is needed (exact; see the module doc).
@@ -182,8 +209,10 @@ class TransformerExtractor(BaseFeaturesExtractor):
         hidden_size = int(encoder.config.hidden_size)
         layout = FeatureLayout.from_space(observation_space, hidden_size)
         super().__init__(observation_space, features_dim=layout.features_dim)
-        if attention_backend not in (None, "math"):
-            raise ValueError(f"attention_backend={attention_backend!r}: choose None or 'math'")
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention_backend={attention_backend!r}: choose one of {ATTENTION_BACKENDS}"
+            )
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}: choose 'bf16', 'fp16' or None (fp32)")
         self.encoder = encoder
@@ -301,7 +330,8 @@ class TransformerExtractor(BaseFeaturesExtractor):
             kwargs = {key: value[:, :length] for key, value in kwargs.items()}
         self.encoder_rows += int(input_ids.shape[0])
         self.encoder_tokens += int(input_ids.numel())
-        with self._autocast(input_ids.device), attention_context(self.attention_backend):
+        attention = attention_context(self.attention_backend, self.training, input_ids.device)
+        with self._autocast(input_ids.device), attention:
             out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         hidden = out.last_hidden_state.float() * attention_mask.unsqueeze(-1).float()
         if length < seq_len:

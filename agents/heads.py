@@ -13,7 +13,8 @@ The head family is read off the observation keys (``docs/ARCHITECTURE.md``):
 
 :class:`TaskHeads` is installed as the policy's ``mlp_extractor``: ``forward_actor``
 returns the action *logits* (so the policy's ``action_net`` is the identity) and
-``forward_critic`` a latent for ``value_net``. Every critic-only module is named
+``forward_critic`` the critic's features, ``value_net``'s input (SB3 calls their widths
+``latent_dim_pi``/``latent_dim_vf``). Every critic-only module is named
 ``value_*`` (TRPO splits actor and critic parameters by that name); the actor heads never
 feed the critic, so with ``share_features_extractor=False`` the two are fully separate.
 
@@ -40,8 +41,23 @@ NEG = -1e8
 FAMILIES = ("ner", "classification", "qa", "translation", "multiple_choice")
 
 
+def as_flag(x: th.Tensor) -> th.Tensor:
+    """A 0/1 observation entry (mask, stage) as ``bool``.
+
+    The extractor packs integer observations into one float feature tensor; integers are
+    exact there, so ``x > 0.5`` reads 1 as ``True`` and 0 as ``False`` whatever the float
+    dtype. Every flag of the heads goes through here.
+    """
+    return x > 0.5
+
+
 def infer_family(observation_space: spaces.Dict) -> str:
-    """Head family from the observation keys (``"multitask"`` when ``task_id`` is present)."""
+    """Head family from the observation keys (``"multitask"`` when ``task_id`` is present).
+
+    The fallback for envs that do not say their family (``env.unwrapped.family``, passed
+    as the ``family`` policy kwarg by :func:`agents.policies.env_policy_kwargs`) and for
+    checkpoints saved before the kwarg existed.
+    """
     keys = set(observation_space.spaces)
     if "task_id" in keys:
         return "multitask"
@@ -85,7 +101,7 @@ def gather_tokens(hidden: th.Tensor, positions: th.Tensor) -> th.Tensor:
 
 def masked_mean(hidden: th.Tensor, mask: th.Tensor) -> th.Tensor:
     """Mean of ``hidden [B, L, D]`` over positions where ``mask [B, L]`` is set."""
-    weights = (mask > 0.5).to(hidden.dtype).unsqueeze(-1)
+    weights = as_flag(mask).to(hidden.dtype).unsqueeze(-1)
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
@@ -161,9 +177,9 @@ class SpanHead(nn.Module):
             th.einsum("bd,bld->bl", self.end_query(h_start), self.end_key(hidden)) * self.scale
         )
         end_logits = self.end_scorer(hidden).squeeze(-1) + bilinear
-        logits = th.where(obs["stage"][:, :1] > 0.5, end_logits, start_logits)
+        logits = th.where(as_flag(obs["stage"][:, :1]), end_logits, start_logits)
         if "attention_mask" in obs:
-            logits = logits.masked_fill(obs["attention_mask"] < 0.5, NEG)
+            logits = logits.masked_fill(~as_flag(obs["attention_mask"]), NEG)
         return logits
 
 
@@ -233,7 +249,7 @@ class DecoderHead(nn.Module):
         self.out = mlp(hidden_size, arch, n_out, activation_fn)
 
     def forward(self, hidden: th.Tensor, obs: dict[str, th.Tensor]) -> th.Tensor:
-        target_mask = obs["target_mask"] > 0.5
+        target_mask = as_flag(obs["target_mask"])
         n_written = target_mask.sum(1).long()  # [B]
         length = int(n_written.max()) + 1 if n_written.numel() else 1
         tokens = obs["target_ids"].long().clamp(0, self.bos - 1)[:, : length - 1]
@@ -245,7 +261,7 @@ class DecoderHead(nn.Module):
         causal = nn.Transformer.generate_square_subsequent_mask(
             length, device=hidden.device, dtype=th.bool
         )
-        memory_pad = obs["attention_mask"] < 0.5 if "attention_mask" in obs else None
+        memory_pad = ~as_flag(obs["attention_mask"]) if "attention_mask" in obs else None
         y = self.decoder(
             x, hidden, tgt_mask=causal, tgt_key_padding_mask=pad, memory_key_padding_mask=memory_pad
         )
@@ -411,14 +427,14 @@ class ValuePool(nn.Module):
             focus = focus + gather_tokens(hidden, obs["position"][:, :1]).squeeze(1)
         if "stage" in obs and "start" in obs:
             h_start = gather_tokens(hidden, obs["start"][:, :1].clamp(min=0)).squeeze(1)
-            focus = focus + h_start * (obs["stage"][:, :1] > 0.5).to(hidden.dtype)
+            focus = focus + h_start * as_flag(obs["stage"][:, :1]).to(hidden.dtype)
         if "choice_positions" in obs:
             positions = obs["choice_positions"]
             options = gather_tokens(hidden, positions.clamp(min=0))
-            valid = (positions > -0.5).to(hidden.dtype).unsqueeze(-1)
+            valid = (positions > -0.5).to(hidden.dtype).unsqueeze(-1)  # -1: padding
             focus = focus + (options * valid).sum(1) / valid.sum(1).clamp(min=1.0)
         if self.value_target_embedding is not None and self.value_progress_embedding is not None:
-            written = obs["target_mask"] > 0.5
+            written = as_flag(obs["target_mask"])
             tokens = (
                 obs["target_ids"].long().clamp(0, self.value_target_embedding.num_embeddings - 1)
             )
@@ -434,7 +450,7 @@ class ValuePool(nn.Module):
 
 
 class TaskHeads(nn.Module):
-    """The policy's ``mlp_extractor``: actor logits and critic latent from packed features.
+    """The policy's ``mlp_extractor``: actor logits and critic features from packed features.
 
     :param layout: how the extractor packed hidden states and observation entries.
     :param observation_space: the env's ``Dict`` space (decides the head family).
@@ -446,12 +462,14 @@ class TaskHeads(nn.Module):
     :param decoder_layers: layers of the translation decoder.
     :param task_families: multitask only, family of each task id.
     :param task_n_actions: multitask only, label size of each task.
+    :param family: the env's task family (``env.unwrapped.family``); ``None`` reads it off
+        the observation keys (:func:`infer_family`).
     :param adapter_dim: multitask only, adapter bottleneck width.
     :param use_obs_action_mask: give the logit :data:`NEG` to actions the observation's
         ``action_mask`` marks invalid.
     :param with_critic: build the critic (``False`` for DQN's Q-network).
-    :param attention_backend: ``"math"`` to force the math attention kernel in the
-        translation decoder (TRPO; see :class:`~agents.extractor.TransformerExtractor`).
+    :param attention_backend: attention kernels of the translation decoder
+        (:func:`~agents.extractor.attention_context`; ``None`` = auto).
     :param critic_encoder_grad: let the value loss train the shared encoder. ``False``
         detaches the hidden states the critic reads, so only the policy loss shapes the
         encoder (the critic still learns its own ``value_*`` layers); this matters with a
@@ -475,12 +493,15 @@ class TaskHeads(nn.Module):
         with_critic: bool = True,
         attention_backend: str | None = None,
         critic_encoder_grad: bool = True,
+        family: str | None = None,
     ) -> None:
         super().__init__()
         self.layout = layout
         self.critic_encoder_grad = critic_encoder_grad
         self.attention_backend = attention_backend
-        self.family = infer_family(observation_space)
+        if family is not None and family not in (*FAMILIES, "multitask"):
+            raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES} or 'multitask'")
+        self.family = family if family is not None else infer_family(observation_space)
         self.use_obs_action_mask = use_obs_action_mask and "action_mask" in observation_space.spaces
         if self.use_obs_action_mask:
             mask_size = int(observation_space["action_mask"].shape[0])
@@ -522,13 +543,13 @@ class TaskHeads(nn.Module):
 
     def mask_logits(self, logits: th.Tensor, obs: dict[str, th.Tensor]) -> th.Tensor:
         """Apply the observation's ``action_mask`` (rows with no valid action are left alone)."""
-        invalid = obs["action_mask"] < 0.5
+        invalid = ~as_flag(obs["action_mask"])
         invalid = invalid & ~invalid.all(dim=1, keepdim=True)
         return logits.masked_fill(invalid, NEG)
 
     def forward_actor(self, features: th.Tensor, apply_obs_mask: bool | None = None) -> th.Tensor:
         hidden, obs = self.layout.unpack(features)
-        with attention_context(self.attention_backend):
+        with attention_context(self.attention_backend, self.training, features.device):
             logits = self.actor(hidden, obs)
         if (
             self.use_obs_action_mask

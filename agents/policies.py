@@ -5,9 +5,14 @@ How the pieces attach to SB3 (nothing in SB3 is modified):
 * ``features_extractor`` = :class:`~agents.extractor.TransformerExtractor` (the encoder;
   returns hidden states + observation extras packed in one flat tensor).
 * ``mlp_extractor`` = :class:`~agents.heads.TaskHeads`: ``forward_actor`` -> action
-  logits, ``forward_critic`` -> critic latent. Built in ``_build_mlp_extractor``.
+  logits, ``forward_critic`` -> critic features. Built in ``_build_mlp_extractor``.
 * ``action_net`` = ``nn.Identity()`` (the heads already output logits), ``value_net`` =
-  ``nn.Linear(latent_vf, 1)``. Both set in ``_build``, the one hook overridden.
+  ``nn.Linear(mlp_extractor.latent_dim_vf, 1)``. Both set in ``_build``, the one hook
+  overridden.
+
+The head family comes from the ``family`` kwarg (:func:`env_policy_kwargs` reads
+``env.unwrapped.family``) or, for envs that do not tell it and old checkpoints, from the
+observation keys (:func:`agents.heads.infer_family`).
 
 ``forward``, ``evaluate_actions``, ``get_distribution``, ``predict_values`` and masking
 (``MaskableActorCriticPolicy``) are SB3's own, so the policies work with ``PPO``, ``A2C``,
@@ -42,28 +47,9 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from agents.extractor import TransformerExtractor
-from agents.heads import TaskHeads
+from agents.heads import FAMILIES, TaskHeads
 
 DEFAULT_NET_ARCH: dict[str, list[int]] = {"pi": [256], "vf": [256]}
-
-#: Constructor arguments that configure the encoder (go to ``features_extractor_kwargs``).
-BACKBONE_KEYS = (
-    "backbone",
-    "vocab_size",
-    "backbone_kwargs",
-    "dtype",
-    "compile",
-    "trim_padding",
-    "attention_backend",
-)
-#: Constructor arguments that configure the heads.
-HEAD_KEYS = (
-    "decoder_layers",
-    "task_families",
-    "task_n_actions",
-    "adapter_dim",
-    "use_obs_action_mask",
-)
 
 
 def _split_arch(net_arch: list[int] | dict[str, list[int]] | None) -> tuple[list[int], list[int]]:
@@ -142,6 +128,7 @@ class _TransformerHeadsMixin:
         adapter_dim: int = 64,
         use_obs_action_mask: bool = True,
         critic_encoder_grad: bool = True,
+        family: str | None = None,
         features_extractor_class: type[BaseFeaturesExtractor] = TransformerExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         share_features_extractor: bool = True,
@@ -155,6 +142,8 @@ class _TransformerHeadsMixin:
             use_obs_action_mask=use_obs_action_mask,
             critic_encoder_grad=critic_encoder_grad,
         )
+        if family is not None:  # absent from checkpoints saved before the kwarg existed
+            self.head_kwargs["family"] = family
         encoder = dict(backbone=backbone, vocab_size=vocab_size, backbone_kwargs=backbone_kwargs,
                        dtype=dtype, compile=compile, trim_padding=trim_padding,
                        attention_backend=attention_backend)  # fmt: skip
@@ -237,9 +226,11 @@ class TransformerPolicy(_TransformerHeadsMixin, ActorCriticPolicy):
     :param dtype: ``"bf16"``/``"fp16"`` autocast of the encoder (GPU); default fp32.
     :param compile: ``torch.compile`` the encoder (GPU).
     :param trim_padding: skip all-padding columns in the encoder (exact).
-    :param attention_backend: ``"math"`` forces the math attention kernel; **TRPO needs
-        it** (its Hessian-vector products differentiate twice, which the flash and
-        memory-efficient kernels do not support). ``agents.train`` sets it for TRPO.
+    :param attention_backend: attention kernels (:func:`agents.extractor.attention_context`).
+        ``None`` (auto): the math kernel while training on CPU, where TRPO's
+        Hessian-vector products differentiate twice (the flash and memory-efficient
+        kernels cannot), so stock ``sb3_contrib.TRPO`` works as is; ``"math"`` always
+        (TRPO on GPU; ``agents.train`` sets it for TRPO); ``"default"``: PyTorch's pick.
     :param decoder_layers: translation decoder depth.
     :param task_families: multitask: family of each task id.
     :param task_n_actions: multitask: action count of each task.
@@ -247,6 +238,8 @@ class TransformerPolicy(_TransformerHeadsMixin, ActorCriticPolicy):
     :param use_obs_action_mask: mask logits with the ``action_mask`` observation.
     :param critic_encoder_grad: let the value loss train the (shared) encoder; ``False``
         detaches the critic's input so only the policy loss shapes the encoder.
+    :param family: the env's task family (``env.unwrapped.family``, filled in by
+        :func:`env_policy_kwargs`); ``None`` guesses it from the observation keys.
     :param share_features_extractor: one encoder for actor and critic (default) or two.
     :param kwargs: the rest of ``ActorCriticPolicy``'s arguments.
     """
@@ -348,6 +341,7 @@ class TransformerQPolicy(DQNPolicy):
         task_n_actions: list[int] | None = None,
         adapter_dim: int = 64,
         use_obs_action_mask: bool = True,
+        family: str | None = None,
         features_extractor_class: type[BaseFeaturesExtractor] = TransformerExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         ortho_init: bool = False,
@@ -360,6 +354,8 @@ class TransformerQPolicy(DQNPolicy):
             adapter_dim=adapter_dim,
             use_obs_action_mask=use_obs_action_mask,
         )
+        if family is not None:
+            self.head_kwargs["family"] = family
         encoder = dict(backbone=backbone, vocab_size=vocab_size, backbone_kwargs=backbone_kwargs,
                        dtype=dtype, compile=compile, trim_padding=trim_padding,
                        attention_backend=attention_backend)  # fmt: skip
@@ -396,21 +392,29 @@ class TransformerQPolicy(DQNPolicy):
 
 
 def env_policy_kwargs(env: Any) -> dict[str, Any]:
-    """Policy kwargs an env implies beyond its spaces: for a multitask env, ``task_families``
-    and ``task_n_actions`` (read from ``env.unwrapped``; works on a VecEnv too).
+    """Policy kwargs an env implies beyond its spaces: ``family`` (the head to build, from
+    ``env.unwrapped.family``) and, for a multitask env, ``task_families`` and
+    ``task_n_actions`` (read from ``env.unwrapped``; works on a VecEnv too). An env that
+    does not tell its family gets none: the policy then reads it off the observation keys.
 
     :param env: a gym env, a Gymnasium vector env or an SB3 ``VecEnv``.
     """
     kwargs: dict[str, Any] = {}
+    family = _env_attr(env, "family")
+    if isinstance(family, str) and family in (*FAMILIES, "multitask"):
+        kwargs["family"] = family
     for name in ("task_families", "task_n_actions"):
-        value = None
-        if hasattr(env, "get_attr"):  # SB3 VecEnv
-            try:
-                value = env.get_attr(name, indices=[0])[0]
-            except AttributeError:
-                value = None
-        else:
-            value = getattr(getattr(env, "unwrapped", env), name, None)
+        value = _env_attr(env, name)
         if value is not None:
             kwargs[name] = [v if isinstance(v, str) else int(v) for v in value]
     return kwargs
+
+
+def _env_attr(env: Any, name: str) -> Any:
+    """``env.unwrapped.<name>`` (first env of an SB3 ``VecEnv``), ``None`` when absent."""
+    if hasattr(env, "get_attr"):  # SB3 VecEnv
+        try:
+            return env.get_attr(name, indices=[0])[0]
+        except AttributeError:
+            return None
+    return getattr(getattr(env, "unwrapped", env), name, None)

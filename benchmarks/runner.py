@@ -28,14 +28,8 @@ import gymnasium as gym
 
 import lmgym
 from benchmarks.records import cpu_model, device_name, git_commit, versions
+from lmgym.envs.core import FAMILY_METRIC  # noqa: F401  (the one table; re-exported here)
 
-FAMILY_METRIC = {
-    "ner": "entity_f1",
-    "classification": "accuracy",
-    "translation": "bleu",
-    "qa": "f1",
-    "multiple_choice": "accuracy",
-}
 BASELINES = ("random", "majority", "expert")
 
 
@@ -63,8 +57,11 @@ def run_setup(config: Any, algo: str | None = None) -> dict[str, Any]:
 
 
 def primary_metric(env_id: str, make_kwargs: dict[str, Any]) -> str:
-    family = gym.make(env_id, **make_kwargs).unwrapped.core.family
-    return FAMILY_METRIC[family]
+    """The corpus metric ``env_id`` is judged by (``env.unwrapped.metric``)."""
+    metric = gym.make(env_id, **make_kwargs).unwrapped.metric
+    if metric is None:
+        raise ValueError(f"{env_id} has no single primary metric (a MultiTask env?)")
+    return metric
 
 
 def _env_kwarg_flags(make_kwargs: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ import pytest
 
 import lmgym  # noqa: F401  (registers the envs)
 from lmgym.data.paths import SAMPLES_DIR
+from lmgym.envs.core import FAMILY_METRIC  # noqa: F401  (tests import it from here)
 
 REAL_DATA = os.environ.get("LMGYM_DATA_DIR")
 needs_real_data = pytest.mark.skipif(
@@ -36,13 +37,6 @@ SAMPLE_KWARGS: dict[str, dict] = {
 
 #: The corpus metric each family is judged by, and what the expert policy must reach on it.
 EXPERT_FLOOR = {"entity_f1": 1.0, "accuracy": 1.0, "bleu": 95.0, "exact_match": 97.0, "f1": 97.0}
-FAMILY_METRIC = {
-    "ner": "entity_f1",
-    "classification": "accuracy",
-    "translation": "bleu",
-    "qa": "f1",
-    "multiple_choice": "accuracy",
-}
 
 LMGYM_SPECS = sorted(
     (s for s in gym.registry.values() if s.namespace == "lmgym"), key=lambda s: s.id

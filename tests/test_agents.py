@@ -117,6 +117,19 @@ def test_infer_family(family, expected):
     assert infer_family(FAKE_ENVS[family]().observation_space) == expected
 
 
+def test_policy_takes_its_family_from_the_env():
+    """``env_policy_kwargs`` passes ``env.unwrapped.family``; without it (a foreign env, an
+    old checkpoint) the head family is read off the observation keys."""
+    env = FAKE_ENVS["qa"]()
+    assert env_policy_kwargs(env)["family"] == "qa"
+    assert make_model("ppo", env).policy.mlp_extractor.family == "qa"
+    guessed = PPO(TransformerPolicy, env, device="cpu", policy_kwargs=MICRO).policy
+    assert guessed.mlp_extractor.family == "qa"
+    assert "family" not in guessed._get_constructor_parameters()
+    with pytest.raises(ValueError, match="unknown family"):
+        PPO(TransformerPolicy, env, device="cpu", policy_kwargs={**MICRO, "family": "pos"})
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_head_shapes_and_masking(family):
     """Logits [B, n_actions] with invalid actions at NEG; values [B, 1]; log-probs finite."""
@@ -229,6 +242,20 @@ def test_value_modules_are_named_value_and_trpo_split_is_right():
     # parameters() and the state dict are untouched by the aliasing
     assert len(list(policy.parameters())) == len(names)
     assert any(".attention.self.value." in k for k in policy.state_dict())
+
+
+def test_stock_sb3_contrib_trpo_trains_the_policy():
+    """sb3-contrib's own TRPO, without options: its Hessian-vector products need a double
+    backward through attention, which the default (auto) kernel choice gives on CPU."""
+    from sb3_contrib import TRPO as StockTRPO
+
+    env = gym.make("lmgym/SST2-v0", data_dir="sample")
+    model = StockTRPO(TransformerPolicy, env, n_steps=64, batch_size=64, seed=0, device="cpu",
+                      policy_kwargs=dict(backbone="tiny"))  # fmt: skip
+    before = [p.detach().clone() for p in model.policy.features_extractor.parameters()]
+    model.learn(128)
+    after = list(model.policy.features_extractor.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def test_trpo_updates_every_encoder_parameter():

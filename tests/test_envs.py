@@ -52,6 +52,19 @@ def test_gymnasium_check_env(spec):
 
 
 @pytest.mark.parametrize("spec", LMGYM_SPECS, ids=lambda s: s.id)
+def test_env_tells_its_family_and_metric(spec):
+    kwargs = sample_kwargs(spec.id)
+    env = gym.make(spec.id, **kwargs).unwrapped
+    vec = gym.make_vec(spec.id, num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
+    assert env.family == vec.family == env.core.family
+    assert env.metric == vec.metric == FAMILY_METRIC.get(env.family)
+    if env.family != "multitask":
+        assert env.metric in lmgym.evaluate(
+            "expert", spec.id, split="validation", max_examples=4, **kwargs
+        )
+
+
+@pytest.mark.parametrize("spec", LMGYM_SPECS, ids=lambda s: s.id)
 def test_sb3_check_env(spec):
     from stable_baselines3.common.env_checker import check_env
 

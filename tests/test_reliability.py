@@ -676,10 +676,9 @@ def _make_in_child(
         return original(kind, key, logged(f"build {kind}", build))
 
     tokenization.train_wordpiece = logged("train tokenizer", tokenization.train_wordpiece)
-    import lmgym.envs.classification as classification
-    import lmgym.envs.ner as ner
+    import lmgym.envs.dataset as dataset  # every family core's cache lookup goes through it
 
-    ner.cached_arrays = classification.cached_arrays = counting_cached_arrays
+    dataset.cached_arrays = counting_cached_arrays
     if barrier is not None:
         barrier.wait(timeout=120)
     result = {}

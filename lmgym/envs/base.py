@@ -7,8 +7,6 @@ rendering, pickling) lives here once.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -18,61 +16,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from lmgym.data.cache import CACHE_ENV
-from lmgym.data.paths import DATA_DIR_ENV
-from lmgym.envs.core import TaskCore
+from lmgym.envs.core import _CORES, State, TaskCore, make_core  # noqa: F401  (re-exported)
 from lmgym.envs.sampling import ExampleSampler
-
-_CORES: dict[tuple, TaskCore] = {}
-_MAX_CACHED_CORES = 32
-
-
-def _hashable(value: Any) -> bool:
-    if isinstance(value, (tuple, list)):
-        return all(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return all(_hashable(v) for v in value.values())
-    return value is None or isinstance(value, (str, int, float, bool, Path))
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _plain_arrays(core: TaskCore) -> TaskCore:
-    """Swap the core's memory-mapped data arrays for plain ``ndarray`` views of the same
-    memory: ``numpy.memmap`` indexes through a Python-level ``__getitem__`` (plus
-    ``__array_finalize__``), about 15 us per gather, a quarter of a 1024-slot NER step."""
-    data = getattr(core, "data", None)
-    if isinstance(data, dict):
-        for name, array in data.items():
-            if isinstance(array, np.memmap):
-                data[name] = array.view(np.ndarray)
-    return core
-
-
-def make_core(core_class: type[TaskCore], kwargs: dict[str, Any]) -> TaskCore:
-    """Build a core, sharing it between envs of this process made with equal settings.
-
-    Cores are read-only after construction, so sharing is safe; envs made with objects
-    (a tokenizer instance, a callable) get a core of their own.
-    """
-    if not _hashable(kwargs):
-        return _plain_arrays(core_class(**kwargs))
-    # Where data and caches are looked up is part of the identity of a core.
-    key = (core_class, _freeze(kwargs), os.environ.get(DATA_DIR_ENV), os.environ.get(CACHE_ENV))
-    core = _CORES.get(key)
-    if core is None:
-        core = _plain_arrays(core_class(**kwargs))
-        if len(_CORES) >= _MAX_CACHED_CORES:
-            _CORES.pop(next(iter(_CORES)))
-        _CORES[key] = core
-    return core
-
 
 _DICT_BUILDERS: dict[tuple[str, ...], Any] = {}
 
@@ -110,7 +55,41 @@ def check_actions(actions: Any, n_actions: int, batch: int | None) -> np.ndarray
     return array
 
 
-class LmgymEnv(gym.Env):
+class _CoreFacts:
+    """What both env classes tell about their core: tokenizer, task family and metric."""
+
+    core: TaskCore
+    state: State
+
+    @property
+    def tokenizer(self) -> Any:
+        """The :class:`tokenizers.Tokenizer` whose ids the observations hold."""
+        return self.core.tokenizer
+
+    @property
+    def family(self) -> str:
+        """The task family (``"ner"``, ``"classification"``, ``"qa"``, ``"translation"``,
+        ``"multiple_choice"`` or ``"multitask"``): what head a policy needs."""
+        return self.core.family
+
+    @property
+    def metric(self) -> str | None:
+        """The corpus metric the family is judged by (:data:`~lmgym.envs.core.FAMILY_METRIC`)."""
+        return self.core.metric
+
+    def _render_slot0(self) -> str | None:
+        """Slot 0 as text: returned (``"ansi"``), printed (``"human"``), or nothing (no mode)."""
+        render_mode = getattr(self, "render_mode", None)
+        if render_mode is None:
+            return None
+        text = self.core.render_text(self.state, 0)
+        if render_mode == "ansi":
+            return text
+        print(text)
+        return None
+
+
+class LmgymEnv(_CoreFacts, gym.Env):
     """A single lmgym env: a batch of one episode over the family's core."""
 
     metadata: dict[str, Any] = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -132,11 +111,6 @@ class LmgymEnv(gym.Env):
         self._all = np.zeros(1, dtype=np.int64)
 
     # -- the shared API ---------------------------------------------------------------
-    @property
-    def tokenizer(self):
-        """The :class:`tokenizers.Tokenizer` whose ids the observations hold."""
-        return self.core.tokenizer
-
     def action_masks(self) -> np.ndarray:
         """``bool[n_actions]``: valid actions now (read by sb3-contrib's MaskablePPO)."""
         return self.core.action_masks(self.state)[0]
@@ -183,12 +157,7 @@ class LmgymEnv(gym.Env):
             gym.logger.warn(
                 "render() called without a render_mode; pass render_mode='ansi' or 'human' to gym.make"
             )
-            return None
-        text = self.core.render_text(self.state, 0)
-        if self.render_mode == "ansi":
-            return text
-        print(text)
-        return None
+        return self._render_slot0()
 
     def _observation(self) -> dict[str, np.ndarray]:
         return {k: np.array(v[0]) for k, v in self.core.observe(self.state).items()}
@@ -222,7 +191,7 @@ class LmgymEnv(gym.Env):
         self._needs_reset = saved["needs_reset"]
 
 
-class LmgymVectorEnv(VectorEnv):
+class LmgymVectorEnv(_CoreFacts, VectorEnv):
     """``num_envs`` episodes advanced together by array operations over one core.
 
     Slot ``i`` behaves exactly like a single env seeded with ``seed + i`` (checked by the
@@ -285,10 +254,6 @@ class LmgymVectorEnv(VectorEnv):
 
     def _make_core(self, kwargs: dict[str, Any]) -> TaskCore:
         return make_core(self.core_class, kwargs)
-
-    @property
-    def tokenizer(self):
-        return self.core.tokenizer
 
     def action_masks(self) -> np.ndarray:
         """``bool[num_envs, n_actions]``: valid actions of every slot."""
@@ -448,13 +413,7 @@ class LmgymVectorEnv(VectorEnv):
         }
 
     def render(self) -> str | None:  # type: ignore[override]  # text, not per-slot frames
-        if self.render_mode is None:
-            return None
-        text = self.core.render_text(self.state, 0)
-        if self.render_mode == "ansi":
-            return text
-        print(text)
-        return None
+        return self._render_slot0()
 
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in ("core",)}
@@ -464,3 +423,17 @@ class LmgymVectorEnv(VectorEnv):
     def __setstate__(self, saved: dict[str, Any]) -> None:
         self.__dict__.update(saved)
         self.core = self._make_core({k: v for k, v in self._kwargs.items() if k != "shuffle"})
+
+
+def vector_env(env_class: type[LmgymEnv]) -> type[LmgymVectorEnv]:
+    """The native vector env of a family's ``env_class``: the same core (so the same
+    arguments, plus ``num_envs``), defined in the family's module under the name with
+    ``VectorEnv`` for ``Env`` (what ``gym.register``'s ``vector_entry_point`` names).
+
+    :param env_class: the family's :class:`LmgymEnv` subclass.
+    """
+    name = env_class.__name__.replace("Env", "VectorEnv")
+    doc = f"Native vector version of :class:`{env_class.__name__}` (same arguments plus ``num_envs``)."
+    namespace = {"core_class": env_class.core_class, "__doc__": doc}
+    namespace.update(__module__=env_class.__module__, __qualname__=name)
+    return type(name, (LmgymVectorEnv,), namespace)

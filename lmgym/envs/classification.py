@@ -8,13 +8,12 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from lmgym.data.cache import cached_arrays, fingerprint
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import LabelledText, read_table, read_trec
 from lmgym.data.sources import Source, dataset_source, file_source
-from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
-from lmgym.envs.core import LabelScoring, State, TaskCore, int_box, sel
+from lmgym.envs.base import LmgymEnv, vector_env
+from lmgym.envs.core import LabelScoring, State, int_box, sel
+from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
 
 #: Readable names of the catalogued datasets' labels.
 LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}}
@@ -57,19 +56,7 @@ def _trec_from_hub(data: Any) -> list[LabelledText]:
     return [LabelledText(r["text"], names[r["coarse_label"]]) for r in data]
 
 
-_POSITIONS: dict[int, np.ndarray] = {}
-
-
-def _positions(n: int) -> np.ndarray:
-    """``arange(n)`` (read-only, cached)."""
-    positions = _POSITIONS.get(n)
-    if positions is None:
-        positions = _POSITIONS[n] = np.arange(n)
-        positions.setflags(write=False)
-    return positions
-
-
-class ClassificationCore(LabelScoring, TaskCore):
+class ClassificationCore(LabelScoring, DatasetCore):
     """Batched one-step classification. See :class:`TextClassificationEnv`."""
 
     family = "classification"
@@ -91,16 +78,11 @@ class ClassificationCore(LabelScoring, TaskCore):
     ) -> None:
         if max_length < 3:
             raise ValueError("max_length must be >= 3")
-        self.split, self.max_length, self.dataset = split, max_length, dataset
+        self.max_length, self.dataset = max_length, dataset
         columns = (text_column, label_column)
-        source = _source(dataset, data_files, split, data_dir, columns, delimiter)
-        train = (
-            source
-            if split == "train"
-            else _source(dataset, data_files, "train", data_dir, columns, delimiter)
+        train = self.open_split(
+            lambda name: _source(dataset, data_files, name, data_dir, columns, delimiter), split
         )
-        self._source = source
-        self._examples: list[LabelledText] | None = None
         self.labels = (
             tuple(labels) if labels is not None else tuple(sorted({e.label for e in train.load()}))
         )
@@ -111,35 +93,32 @@ class ClassificationCore(LabelScoring, TaskCore):
         self.label_names = tuple(
             LABEL_NAMES.get(dataset or "", {}).get(label, label) for label in self.labels
         )
-        self.tokenizer = resolve_tokenizer(
-            tokenizer,
-            train_texts=lambda: (e.text for e in train.load()),
-            source_digest=train.digest,
-            vocab_size=vocab_size,
+        self.fit_tokenizer(
+            tokenizer, lambda: (e.text for e in train.load()), train.digest, vocab_size
         )
-        self.token_info = TokenizerInfo.of(self.tokenizer)
-        key = fingerprint("cls", source.digest, self.token_info.digest, self.labels, max_length)
-        arrays, meta = cached_arrays("classification", key, self._build)
-        self.data = arrays
-        self.n_examples = int(meta["n_examples"])
-        self.n_truncated = int(meta["n_truncated"])
-        self.label_counts = np.bincount(arrays["labels"], minlength=len(self.labels))
+        self.load_arrays(
+            "classification",
+            "cls",
+            self._source.digest,
+            self.token_info.digest,
+            self.labels,
+            max_length,
+        )
+        self.label_counts = np.bincount(self.data["labels"], minlength=len(self.labels))
 
         n = len(self.labels)
         self._ones = np.ones((1, n), dtype=np.int8)
         self.single_action_space = spaces.Discrete(n)
         self.single_observation_space = spaces.Dict(
             {
-                "input_ids": int_box(self.token_info.vocab_size - 1, (max_length,)),
-                "attention_mask": int_box(1, (max_length,), dtype=np.int8),
+                **self.row_spaces(),
                 "action_mask": int_box(1, (n,), dtype=np.int8),
             }
         )
 
     def examples(self) -> list[LabelledText]:
-        if self._examples is None:
-            self._examples = self._source.load()
-        return self._examples
+        """The raw texts of the split (loaded lazily)."""
+        return self.records()
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         examples = self.examples()
@@ -157,41 +136,18 @@ class ClassificationCore(LabelScoring, TaskCore):
         encodings = self.tokenizer.encode_batch(
             [e.text for e in examples], add_special_tokens=False
         )
-        input_ids = np.full((len(examples), L), info.pad_id, dtype=np.int32)
-        lengths = np.zeros(len(examples), dtype=np.int32)
-        n_truncated = 0
-        for i, encoding in enumerate(encodings):
-            ids = encoding.ids
-            n_truncated += len(ids) > L - 2
-            row = [info.cls_id, *ids[: L - 2], info.sep_id]
-            input_ids[i, : len(row)] = row
-            lengths[i] = len(row)
+        n_truncated = sum(len(e.ids) > L - 2 for e in encodings)
+        input_ids, lengths = pad_rows([cls_sep(e.ids, L, info) for e in encodings], L, info.pad_id)
         return {"input_ids": input_ids, "lengths": lengths, "labels": labels}, {
             "n_examples": len(examples),
             "n_truncated": n_truncated,
         }
 
     def init_state(self, batch_size: int) -> State:
-        n, L = batch_size, self.max_length
-        return {
-            "example": np.zeros(n, dtype=np.int64),
-            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
-            "attention_mask": np.zeros((n, L), dtype=np.int8),
-            "pred": np.full(n, -1, dtype=np.int32),
-        }
+        return {**self.row_state(batch_size), "pred": np.full(batch_size, -1, dtype=np.int32)}
 
     def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
-        lengths = self.data["lengths"].take(example_ids)[:, None]
-        if len(slots) == len(state["example"]) and np.array_equal(slots, _positions(len(slots))):
-            # Every slot restarts (one-step episodes): gather straight into the state.
-            np.take(self.data["input_ids"], example_ids, axis=0, out=state["input_ids"])
-            np.less(_positions(self.max_length), lengths, out=state["attention_mask"])
-            state["example"][:] = example_ids
-            state["pred"][:] = -1
-            return
-        state["example"][slots] = example_ids
-        state["input_ids"][slots] = self.data["input_ids"].take(example_ids, axis=0)
-        state["attention_mask"][slots] = _positions(self.max_length) < lengths
+        self.load_rows(state, slots, example_ids)
         state["pred"][slots] = -1
 
     def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
@@ -202,13 +158,9 @@ class ClassificationCore(LabelScoring, TaskCore):
         return reward, done, ~done
 
     def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        s = sel(slots)
-        ids = state["input_ids"][s]
-        return {
-            "input_ids": ids,
-            "attention_mask": state["attention_mask"][s],
-            "action_mask": np.broadcast_to(self._ones, (len(ids), len(self.labels))),
-        }
+        rows = self.row_observation(state, slots)
+        k = len(rows["input_ids"])
+        return {**rows, "action_mask": np.broadcast_to(self._ones, (k, len(self.labels)))}
 
     def action_masks(self, state: State, slots: np.ndarray | None = None) -> np.ndarray:
         return np.ones((len(state["example"][sel(slots)]), len(self.labels)), dtype=bool)
@@ -272,7 +224,4 @@ class TextClassificationEnv(LmgymEnv):
     core_class = ClassificationCore
 
 
-class TextClassificationVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`TextClassificationEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = ClassificationCore
+TextClassificationVectorEnv = vector_env(TextClassificationEnv)

@@ -8,13 +8,12 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from lmgym.data.cache import cached_arrays, fingerprint
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import MultipleChoice, read_multiple_choice_jsonl
 from lmgym.data.sources import Source, dataset_source, file_source
-from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
-from lmgym.envs.core import LabelScoring, State, TaskCore, int_box, sel
+from lmgym.envs.base import LmgymEnv, vector_env
+from lmgym.envs.core import LabelScoring, State, int_box, sel
+from lmgym.envs.dataset import DatasetCore, pad_rows, positions
 
 
 def _mc_source(dataset: str | None, data_files: Any, split: str, data_dir: Any) -> Source:
@@ -41,7 +40,7 @@ def _fit(lengths: list[int], budget: int) -> list[int]:
     return [min(n, low) for n in lengths]
 
 
-class MultipleChoiceQACore(LabelScoring, TaskCore):
+class MultipleChoiceQACore(LabelScoring, DatasetCore):
     """Batched one-step multiple choice. See :class:`MultipleChoiceQAEnv`."""
 
     family = "multiple_choice"
@@ -64,11 +63,8 @@ class MultipleChoiceQACore(LabelScoring, TaskCore):
             raise ValueError(
                 f"max_length={max_length} is too short for {max_choices} choices: need >= {2 * max_choices + 4}"
             )
-        self.split, self.max_length, self.max_choices = split, max_length, max_choices
-        source = _mc_source(dataset, data_files, split, data_dir)
-        train = source if split == "train" else _mc_source(dataset, data_files, "train", data_dir)
-        self._source = source
-        self._examples: list[MultipleChoice] | None = None
+        self.max_length, self.max_choices = max_length, max_choices
+        train = self.open_split(lambda name: _mc_source(dataset, data_files, name, data_dir), split)
 
         def train_texts():
             for e in train.load():
@@ -77,39 +73,36 @@ class MultipleChoiceQACore(LabelScoring, TaskCore):
                 yield e.question
                 yield from e.choices
 
-        self.tokenizer = resolve_tokenizer(
-            tokenizer, train_texts=train_texts, source_digest=train.digest, vocab_size=vocab_size
+        self.fit_tokenizer(tokenizer, train_texts, train.digest, vocab_size)
+        self.load_arrays(
+            "multiple_choice",
+            "mcqa",
+            self._source.digest,
+            self.token_info.digest,
+            max_length,
+            max_choices,
         )
-        self.token_info = TokenizerInfo.of(self.tokenizer)
-        key = fingerprint("mcqa", source.digest, self.token_info.digest, max_length, max_choices)
-        arrays, meta = cached_arrays("multiple_choice", key, self._build)
-        self.data = arrays
-        self.n_examples = int(meta["n_examples"])
-        self.n_truncated = int(meta["n_truncated"])
-        self.label_counts = np.bincount(arrays["answer"], minlength=max_choices)
+        self.label_counts = np.bincount(self.data["answer"], minlength=max_choices)
 
         L, C = max_length, max_choices
         self.single_action_space = spaces.Discrete(C)
         self.single_observation_space = spaces.Dict(
             {
-                "input_ids": int_box(self.token_info.vocab_size - 1, (L,)),
-                "attention_mask": int_box(1, (L,), dtype=np.int8),
+                **self.row_spaces(),
                 "choice_positions": int_box(L - 1, (C,), low=-1),
                 "action_mask": int_box(1, (C,), dtype=np.int8),
             }
         )
 
     def examples(self) -> list[MultipleChoice]:
-        if self._examples is None:
-            self._examples = self._source.load()
-        return self._examples
+        """The raw questions of the split (loaded lazily)."""
+        return self.records()
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         examples = self.examples()
         info, L, C = self.token_info, self.max_length, self.max_choices
         n = len(examples)
-        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
-        lengths = np.zeros(n, dtype=np.int32)
+        rows: list[list[int]] = []
         positions = np.full((n, C), -1, dtype=np.int32)
         n_choices = np.zeros(n, dtype=np.int32)
         answer = np.zeros(n, dtype=np.int32)
@@ -135,10 +128,10 @@ class MultipleChoiceQACore(LabelScoring, TaskCore):
                     positions[i, k - first_choice] = len(row)
                 row.extend(ids[:keep])
                 row.append(info.sep_id)
-            input_ids[i, : len(row)] = row
-            lengths[i] = len(row)
+            rows.append(row)
             n_choices[i] = len(e.choices)
             answer[i] = e.answer
+        input_ids, lengths = pad_rows(rows, L, info.pad_id)
         arrays = {
             "input_ids": input_ids,
             "lengths": lengths,
@@ -149,11 +142,9 @@ class MultipleChoiceQACore(LabelScoring, TaskCore):
         return arrays, {"n_examples": n, "n_truncated": n_truncated}
 
     def init_state(self, batch_size: int) -> State:
-        n, L, C = batch_size, self.max_length, self.max_choices
+        n, C = batch_size, self.max_choices
         return {
-            "example": np.zeros(n, dtype=np.int64),
-            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
-            "attention_mask": np.zeros((n, L), dtype=np.int8),
+            **self.row_state(n),
             "choice_positions": np.full((n, C), -1, dtype=np.int32),
             "action_mask": np.zeros((n, C), dtype=np.int8),
             "pred": np.full(n, -1, dtype=np.int32),
@@ -161,14 +152,10 @@ class MultipleChoiceQACore(LabelScoring, TaskCore):
 
     def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
         d = self.data
-        state["example"][slots] = example_ids
-        state["input_ids"][slots] = d["input_ids"][example_ids]
-        state["attention_mask"][slots] = (
-            np.arange(self.max_length) < d["lengths"][example_ids][:, None]
-        )
+        self.load_rows(state, slots, example_ids)
         state["choice_positions"][slots] = d["choice_positions"][example_ids]
         state["action_mask"][slots] = (
-            np.arange(self.max_choices) < d["n_choices"][example_ids][:, None]
+            positions(self.max_choices) < d["n_choices"][example_ids][:, None]
         )
         state["pred"][slots] = -1
 
@@ -182,8 +169,7 @@ class MultipleChoiceQACore(LabelScoring, TaskCore):
     def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
         s = sel(slots)
         return {
-            "input_ids": state["input_ids"][s],
-            "attention_mask": state["attention_mask"][s],
+            **self.row_observation(state, slots),
             "choice_positions": state["choice_positions"][s],
             "action_mask": state["action_mask"][s],
         }
@@ -260,10 +246,7 @@ class MultipleChoiceQAEnv(LmgymEnv):
     core_class = MultipleChoiceQACore
 
 
-class MultipleChoiceQAVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`MultipleChoiceQAEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = MultipleChoiceQACore
+MultipleChoiceQAVectorEnv = vector_env(MultipleChoiceQAEnv)
 
 
 __all__ = ["MultipleChoiceQACore", "MultipleChoiceQAEnv", "MultipleChoiceQAVectorEnv"]

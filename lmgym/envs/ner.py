@@ -9,85 +9,26 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from lmgym.data.cache import cached_arrays, fingerprint
 from lmgym.data.errors import DataFormatError, LmgymDataError
-from lmgym.data.loaders import TaggedSentence, read_conll
-from lmgym.data.sources import Source, dataset_source, file_source
-from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
-from lmgym.envs.core import State, TaskCore, int_box, sel
+from lmgym.data.loaders import TaggedSentence
+from lmgym.envs.base import LmgymEnv, vector_env
+from lmgym.envs.core import State, int_box, sel
+from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows, row_starts, write_back
+from lmgym.envs.tagging import (  # noqa: F401  (tag_set, balanced_weights: re-exported)
+    CONLL2003_TAGS,
+    allowed_after,
+    balanced_weights,
+    conll_source,
+    entity_types,
+    tag_set,
+    valid_bio,
+)
 from lmgym.metrics import bio_entities, entity_scores
 
-#: CoNLL-2003 tag order (as in the Hugging Face ``conll2003`` dataset).
-CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 REWARD_MODES = ("token", "balanced", "f1")
 
 
-def _conll_source(
-    dataset: str, data_files: Any, split: str, data_dir: Any, tag_column: int
-) -> Source:
-    reader = lambda path: read_conll(path, tag_column=tag_column)  # noqa: E731
-    if data_files is not None:
-        return file_source(data_files, split, reader)
-    return dataset_source(dataset, split, data_dir, reader, hub_reader=_conll_from_hub)
-
-
-def _conll_from_hub(data: Any) -> list[TaggedSentence]:
-    names = data.features["ner_tags"].feature.names
-    return [
-        TaggedSentence(tuple(r["tokens"]), tuple(names[t] for t in r["ner_tags"]))
-        for r in data
-        if r["tokens"]
-    ]
-
-
-def tag_set(sentences: list[TaggedSentence]) -> tuple[str, ...]:
-    """Tags of a generic corpus: ``O`` then ``B-X, I-X`` for each type X, sorted."""
-    types = sorted({t[2:] for s in sentences for t in s.tags if t != "O"})
-    return ("O", *(f"{p}-{t}" for t in types for p in ("B", "I")))
-
-
-def balanced_weights(tags: tuple[str, ...], gold: Any, power: float = 1.0) -> np.ndarray:
-    """Per-tag reward weights ``p(tag) ** -power`` from the training split's gold tags,
-    scaled so that the expert earns 1 per word on average.
-
-    ``p`` is each tag's share of the gold tags. With ``power=1`` every tag that occurs earns
-    the same in total (sklearn's ``class_weight="balanced"``: ``1 / (K p)`` for ``K``
-    tags) and "always ``O``" earns ``1 / K``; ``power=0.5`` is a softer balance; ``0`` is
-    the plain token reward. Tags absent from the split get the largest weight of the others.
-
-    :param tags: the tag set, in action order.
-    :param gold: an int array of gold tag ids (``-1`` = padding) or tagged sentences.
-    :param power: how strongly rare tags are up-weighted.
-    """
-    if isinstance(gold, np.ndarray):
-        ids = gold[gold >= 0]
-    else:
-        index = {t: i for i, t in enumerate(tags)}
-        ids = np.array([index[t] for s in gold for t in s.tags if t in index], dtype=np.int64)
-    counts = np.bincount(ids, minlength=len(tags)).astype(np.float64)
-    present = counts > 0
-    share = counts / max(counts.sum(), 1.0)
-    weights = np.zeros(len(tags))
-    weights[present] = share[present] ** -float(power)
-    weights[present] /= (share[present] * weights[present]).sum()
-    weights[~present] = weights[present].max() if present.any() else 1.0
-    return weights.astype(np.float32)
-
-
-_ROW_STARTS: dict[tuple[int, int], np.ndarray] = {}
-
-
-def _row_starts(n: int, width: int) -> np.ndarray:
-    """``arange(n) * width`` (read-only, cached): flat index of each row of an ``[n, width]`` array."""
-    starts = _ROW_STARTS.get((n, width))
-    if starts is None:
-        starts = _ROW_STARTS[(n, width)] = np.arange(n, dtype=np.int64) * width
-        starts.setflags(write=False)
-    return starts
-
-
-class NERCore(TaskCore):
+class NERCore(DatasetCore):
     """Batched NER transitions. See :class:`NEREnv` for the behaviour."""
 
     family = "ner"
@@ -112,17 +53,11 @@ class NERCore(TaskCore):
             raise ValueError(f"reward_mode={reward_mode!r}: choose one of {REWARD_MODES}")
         if max_length < 4 or max_words < 1:
             raise ValueError("max_length must be >= 4 and max_words >= 1")
-        self.split, self.reward_mode, self.bio_mask = split, reward_mode, bio_mask
+        self.reward_mode, self.bio_mask = reward_mode, bio_mask
         self.max_length, self.max_words = max_length, max_words
-        source = _conll_source(dataset, data_files, split, data_dir, tag_column)
-        train = (
-            source
-            if split == "train"
-            else _conll_source(dataset, data_files, "train", data_dir, tag_column)
+        train = self.open_split(
+            lambda name: conll_source(dataset, data_files, name, data_dir, tag_column), split
         )
-        self._source = source
-        self._sentences: list[TaggedSentence] | None = None
-
         if tags is None:
             tags = (
                 CONLL2003_TAGS
@@ -130,20 +65,20 @@ class NERCore(TaskCore):
                 else tag_set(train.load())
             )
         self.tags = tuple(tags)
-        self.tokenizer = resolve_tokenizer(
-            tokenizer,
-            train_texts=lambda: (" ".join(s.words) for s in train.load()),
-            source_digest=train.digest,
-            vocab_size=vocab_size,
+        self.mask_table = allowed_after(self.tags, bio_mask)
+        self.fit_tokenizer(
+            tokenizer, lambda: (" ".join(s.words) for s in train.load()), train.digest, vocab_size
         )
-        self.token_info = TokenizerInfo.of(self.tokenizer)
-        key = fingerprint(
-            "ner", source.digest, self.token_info.digest, self.tags, max_length, max_words, bio_mask
+        self.load_arrays(
+            "ner",
+            "ner",
+            self._source.digest,
+            self.token_info.digest,
+            self.tags,
+            max_length,
+            max_words,
+            bio_mask,
         )
-        arrays, meta = cached_arrays("ner", key, self._build)
-        self.data = arrays
-        self.n_examples = int(meta["n_examples"])
-        self.n_truncated = int(meta["n_truncated"])
         self._tables()
         self.tag_weights = np.ones(len(self.tags), dtype=np.float32)
         if reward_mode == "balanced":
@@ -156,8 +91,7 @@ class NERCore(TaskCore):
         self.single_action_space = spaces.Discrete(n_tags)
         self.single_observation_space = spaces.Dict(
             {
-                "input_ids": int_box(self.token_info.vocab_size - 1, (max_length,)),
-                "attention_mask": int_box(1, (max_length,), dtype=np.int8),
+                **self.row_spaces(),
                 "position": int_box(max_length - 1, (1,)),
                 "prev_tags": int_box(n_tags - 1, (max_words,), low=-1),
                 "action_mask": int_box(1, (n_tags,), dtype=np.int8),
@@ -167,9 +101,7 @@ class NERCore(TaskCore):
     # -- building the tokenised split (cached) -------------------------------------------
     def sentences(self) -> list[TaggedSentence]:
         """The raw sentences of the split (loaded lazily; used by render and evaluation)."""
-        if self._sentences is None:
-            self._sentences = self._source.load()
-        return self._sentences
+        return self.records()
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         sentences = self.sentences()
@@ -179,8 +111,7 @@ class NERCore(TaskCore):
         encodings = self.tokenizer.encode_batch(
             [list(s.words) for s in sentences], is_pretokenized=True, add_special_tokens=False
         )
-        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
-        lengths = np.zeros(n, dtype=np.int32)
+        rows: list[list[int]] = []
         starts = np.zeros((n, W), dtype=np.int32)
         gold = np.full((n, W), -1, dtype=np.int32)
         end_start = np.full((n, W), -1, dtype=np.int32)
@@ -188,7 +119,7 @@ class NERCore(TaskCore):
         n_words = np.zeros(n, dtype=np.int32)
         n_gold = np.zeros(n, dtype=np.int32)
         n_truncated = 0
-        types = self._types()
+        types = entity_types(self.tags)
         for i, (sentence, encoding) in enumerate(zip(sentences, encodings, strict=True)):
             for w, tag in enumerate(sentence.tags):
                 if tag not in index:
@@ -199,7 +130,7 @@ class NERCore(TaskCore):
                         "pass tags=(...) to gym.make or fix the file",
                     )
             tag_ids = [index[t] for t in sentence.tags]
-            if self.bio_mask and not self._valid_bio(tag_ids):
+            if self.bio_mask and not valid_bio(self.mask_table, tag_ids):
                 raise DataFormatError(
                     self._source.path or "hub data",
                     sentence.line or None,
@@ -224,11 +155,8 @@ class NERCore(TaskCore):
                     pieces.extend(ids[first[w] : end])
                 else:
                     pieces.append(info.unk_id)
-            row = [info.cls_id, *pieces[: L - 2], info.sep_id]
-            truncated = len(pieces) > L - 2 or len(sentence.words) > W
-            n_truncated += truncated
-            input_ids[i, : len(row)] = row
-            lengths[i] = len(row)
+            rows.append(cls_sep(pieces, L, info))
+            n_truncated += len(pieces) > L - 2 or len(sentence.words) > W
             m = min(len(sentence.words), W)
             n_words[i] = m
             starts[i, :m] = np.minimum(word_start[:m], L - 1)
@@ -236,6 +164,7 @@ class NERCore(TaskCore):
             for etype, s, e in bio_entities([self.tags[t] for t in tag_ids[:m]]):
                 end_start[i, e], end_type[i, e] = s, types.index(etype)
                 n_gold[i] += 1
+        input_ids, lengths = pad_rows(rows, L, info.pad_id)
         arrays = {
             "input_ids": input_ids,
             "lengths": lengths,
@@ -248,33 +177,8 @@ class NERCore(TaskCore):
         }
         return arrays, {"n_examples": n, "n_truncated": n_truncated}
 
-    def _types(self) -> list[str]:
-        return sorted({t[2:] for t in self.tags if t != "O"})
-
-    def _valid_bio(self, tag_ids: list[int]) -> bool:
-        prev = -1
-        allowed = self._allowed_after() if not hasattr(self, "mask_table") else self.mask_table
-        for t in tag_ids:
-            if not allowed[prev + 1, t]:
-                return False
-            prev = t
-        return True
-
-    def _allowed_after(self) -> np.ndarray:
-        """``[1 + n_tags, n_tags]``: row ``p + 1`` lists the tags allowed after tag ``p`` (row 0: at start)."""
-        n = len(self.tags)
-        table = np.ones((n + 1, n), dtype=bool)
-        for t, tag in enumerate(self.tags):
-            if tag.startswith("I-") and self.bio_mask:
-                table[:, t] = False
-                for p, prev in enumerate(self.tags):
-                    if prev != "O" and prev[2:] == tag[2:]:
-                        table[p + 1, t] = True
-        return table
-
     def _tables(self) -> None:
-        types = self._types()
-        self.mask_table = self._allowed_after()
+        types = entity_types(self.tags)
         self.mask_table_i8 = self.mask_table.astype(np.int8)
         self.tag_type = np.array(
             [-1 if t == "O" else types.index(t[2:]) for t in self.tags], dtype=np.int32
@@ -284,13 +188,11 @@ class NERCore(TaskCore):
 
     # -- batched transitions -----------------------------------------------------------------
     def init_state(self, batch_size: int) -> State:
-        n, L, W = batch_size, self.max_length, self.max_words
+        n, W = batch_size, self.max_words
         return {
-            "example": np.zeros(n, dtype=np.int64),
+            **self.row_state(n),
             "t": np.zeros(n, dtype=np.int32),
             "n_words": np.ones(n, dtype=np.int32),
-            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
-            "attention_mask": np.zeros((n, L), dtype=np.int8),
             "position": np.zeros((n, 1), dtype=np.int32),
             "prev_tags": np.full((n, W), -1, dtype=np.int32),
             "last": np.full(n, -1, dtype=np.int32),
@@ -305,10 +207,7 @@ class NERCore(TaskCore):
 
     def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
         d = self.data
-        state["example"][slots] = example_ids
-        state["input_ids"][slots] = d["input_ids"][example_ids]
-        lengths = d["lengths"][example_ids]
-        state["attention_mask"][slots] = np.arange(self.max_length) < lengths[:, None]
+        self.load_rows(state, slots, example_ids)
         state["n_words"][slots] = d["n_words"][example_ids]
         state["n_gold"][slots] = d["n_gold"][example_ids]
         state["position"][slots, 0] = d["starts"][example_ids, 0]
@@ -334,7 +233,7 @@ class NERCore(TaskCore):
         correct += hit
         prev_tags = state["prev_tags"]
         if slots is None and prev_tags.flags.c_contiguous:
-            prev_tags.reshape(-1)[_row_starts(len(ex), W) + t] = actions
+            prev_tags.reshape(-1)[row_starts(len(ex), W) + t] = actions
         else:
             prev_tags[np.arange(len(ex)) if slots is None else slots, t] = actions
         state["last"][s] = actions
@@ -361,17 +260,9 @@ class NERCore(TaskCore):
         self._add_matches(tp, final_open, row, t - 1, open_start, open_type)
         next_start = self.data["starts"].reshape(-1).take(row + np.minimum(t, W - 1))
         next_start[terminated] = 0
-        if slots is None:
-            state["position"][:, 0] = next_start
-        else:
-            state["position"][slots, 0] = next_start
-            (
-                state["t"][slots],
-                state["correct"][slots],
-                state["tp"][slots],
-                state["n_pred"][slots],
-            ) = t, correct, tp, n_pred
-            state["open_start"][slots], state["open_type"][slots] = open_start, open_type
+        state["position"][s, 0] = next_start
+        write_back(state, slots, t=t, correct=correct, tp=tp, n_pred=n_pred)
+        write_back(state, slots, open_start=open_start, open_type=open_type)
 
         if self.reward_mode == "token":
             reward = hit.astype(np.float32)
@@ -408,16 +299,10 @@ class NERCore(TaskCore):
         gold_type = self.data["end_type"].reshape(-1).take(flat)
         return (gold_start == start) & (gold_type == etype) & (start >= 0)
 
-    def _matches(
-        self, ex: np.ndarray, end: np.ndarray, start: np.ndarray, etype: np.ndarray
-    ) -> np.ndarray:
-        return self._matches_flat(ex * self.max_words, end, start, etype)
-
     def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
         s = sel(slots)
         return {
-            "input_ids": state["input_ids"][s],
-            "attention_mask": state["attention_mask"][s],
+            **self.row_observation(state, slots),
             "position": state["position"][s],
             "prev_tags": state["prev_tags"][s],
             "action_mask": self.mask_table_i8[state["last"][s] + 1],
@@ -533,10 +418,7 @@ class NEREnv(LmgymEnv):
     core_class = NERCore
 
 
-class NERVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`NEREnv` (same arguments plus ``num_envs``)."""
-
-    core_class = NERCore
+NERVectorEnv = vector_env(NEREnv)
 
 
 __all__ = ["CONLL2003_TAGS", "NERCore", "NEREnv", "NERVectorEnv", "LmgymDataError", "Path"]

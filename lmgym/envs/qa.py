@@ -11,50 +11,23 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from lmgym.data.cache import cached_arrays, fingerprint
-from lmgym.data.errors import DataFormatError
-from lmgym.data.loaders import PackedTexts, SquadQuestion, read_squad
-from lmgym.data.sources import Source, dataset_source, file_source
-from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
-from lmgym.envs.core import State, TaskCore, int_box, sel
+from lmgym.data.loaders import PackedTexts, SquadQuestion
+from lmgym.envs.base import LmgymEnv, vector_env
+from lmgym.envs.core import State, int_box, sel
+from lmgym.envs.dataset import DatasetCore
 from lmgym.envs.multiple_choice import (  # noqa: F401  (re-exported: their former home)
     MultipleChoiceQACore,
     MultipleChoiceQAEnv,
     MultipleChoiceQAVectorEnv,
 )
+from lmgym.envs.qa_windows import WindowTexts, build_windows, squad_source
 from lmgym.metrics import NormalizedAnswer, squad_best_f1_em, squad_scores
 
 REWARD_MODES = ("f1", "em")
 WINDOW_MODES = ("answer", "all")
 
 
-def _squad_source(dataset: str, data_files: Any, split: str, data_dir: Any) -> Source:
-    if data_files is not None:
-        return file_source(data_files, split, read_squad)
-    return dataset_source(dataset, split, data_dir, read_squad, hub_reader=_squad_from_hub)
-
-
-def _squad_from_hub(data: Any) -> list[SquadQuestion]:
-    paragraphs: dict[str, int] = {}
-    out = []
-    for r in data:
-        p = paragraphs.setdefault(r["context"], len(paragraphs))
-        answers = tuple(zip(r["answers"]["text"], r["answers"]["answer_start"], strict=True))
-        out.append(SquadQuestion(r["id"], r["question"], r["context"], answers, p))
-    return out
-
-
-def _token_span(offsets: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:
-    """First and last context token overlapping ``[char_start, char_end)`` (``(-1, -1)`` if none)."""
-    first = int(np.searchsorted(offsets[:, 1], char_start, side="right"))
-    last = int(np.searchsorted(offsets[:, 0], char_end, side="left")) - 1
-    if first >= len(offsets) or last < first:
-        return -1, -1
-    return first, last
-
-
-class QACore(TaskCore):
+class QACore(WindowTexts, DatasetCore):
     """Batched two-step span selection. See :class:`QAEnv` for the behaviour."""
 
     family = "qa"
@@ -88,17 +61,14 @@ class QACore(TaskCore):
             )
         if doc_stride < 1 or max_answer_tokens < 1:
             raise ValueError("doc_stride and max_answer_tokens must be >= 1")
-        self.split, self.reward_mode, self.windows = split, reward_mode, windows
+        self.reward_mode, self.windows = reward_mode, windows
         self.max_length, self.doc_stride = max_length, doc_stride
         self.max_query_length, self.max_answer_tokens = max_query_length, max_answer_tokens
         #: In ``windows="all"`` mode position 0 (``[CLS]``) as start means "no answer in this window".
         self.allow_no_answer = windows == "all"
-        source = _squad_source(dataset, data_files, split, data_dir)
-        train = (
-            source if split == "train" else _squad_source(dataset, data_files, "train", data_dir)
+        train = self.open_split(
+            lambda name: squad_source(dataset, data_files, name, data_dir), split
         )
-        self._source = source
-        self._questions: list[SquadQuestion] | None = None
 
         def train_texts():
             seen: set[int] = set()
@@ -108,13 +78,11 @@ class QACore(TaskCore):
                     yield q.context
                 yield q.question
 
-        self.tokenizer = resolve_tokenizer(
-            tokenizer, train_texts=train_texts, source_digest=train.digest, vocab_size=vocab_size
-        )
-        self.token_info = TokenizerInfo.of(self.tokenizer)
-        key = fingerprint(
+        self.fit_tokenizer(tokenizer, train_texts, train.digest, vocab_size)
+        meta = self.load_arrays(
             "qa",
-            source.digest,
+            "qa",
+            self._source.digest,
             self.token_info.digest,
             max_length,
             doc_stride,
@@ -122,13 +90,11 @@ class QACore(TaskCore):
             max_answer_tokens,
             windows,
         )
-        arrays, meta = cached_arrays("qa", key, self._build)
-        self.data = arrays
+        arrays = self.data
         self.contexts = PackedTexts(arrays["context_data"], arrays["context_offsets"])
         self.question_texts = PackedTexts(arrays["question_data"], arrays["question_offsets"])
         self.question_ids = PackedTexts(arrays["qid_data"], arrays["qid_offsets"])
         self.answer_texts = PackedTexts(arrays["answer_data"], arrays["answer_offsets"])
-        self.n_examples = int(meta["n_examples"])
         self.n_questions = int(meta["n_questions"])
         self.n_unreachable = int(meta["n_unreachable"])
         self.n_long_answers = int(meta["n_long_answers"])
@@ -145,8 +111,7 @@ class QACore(TaskCore):
         self.single_action_space = spaces.Discrete(L)
         self.single_observation_space = spaces.Dict(
             {
-                "input_ids": int_box(self.token_info.vocab_size - 1, (L,)),
-                "attention_mask": int_box(1, (L,), dtype=np.int8),
+                **self.row_spaces(),
                 "token_type_ids": int_box(1, (L,), dtype=np.int8),
                 "action_mask": int_box(1, (L,), dtype=np.int8),
                 "stage": int_box(1, (1,)),
@@ -157,207 +122,10 @@ class QACore(TaskCore):
     # -- building the windows (cached) ----------------------------------------------------------
     def questions(self) -> list[SquadQuestion]:
         """The raw questions of the split (loaded lazily)."""
-        if self._questions is None:
-            self._questions = self._source.load()
-        return self._questions
-
-    def _window_starts(self, n_context: int, capacity: int) -> list[tuple[int, int]]:
-        """``(first token, length)`` of each window, as BERT's ``run_squad.py`` cuts them."""
-        out, start = [], 0
-        while True:
-            length = min(n_context - start, capacity)
-            out.append((start, length))
-            if start + length >= n_context:
-                return out
-            start += min(length, self.doc_stride)
+        return self.records()
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        questions = self.questions()
-        path = self._source.path or "hub data"
-        info, L, mat = self.token_info, self.max_length, self.max_answer_tokens
-        paragraph_of: dict[int, int] = {}
-        contexts: list[str] = []
-        for q in questions:
-            if q.paragraph not in paragraph_of:
-                paragraph_of[q.paragraph] = len(contexts)
-                contexts.append(q.context)
-        context_enc = self.tokenizer.encode_batch(contexts, add_special_tokens=False)
-        question_enc = self.tokenizer.encode_batch(
-            [q.question for q in questions], add_special_tokens=False
-        )
-        offsets = [np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2) for e in context_enc]
-        par_base = np.zeros(len(contexts) + 1, dtype=np.int64)
-        par_base[1:] = np.cumsum([len(o) for o in offsets])
-
-        rows: list[list[int]] = []
-        columns: dict[str, list[int]] = {
-            k: [] for k in ("length", "lo", "hi", "win_start", "question", "gold_start", "gold_end")
-        }
-        answers: list[str] = []
-        answer_base = [0]
-        n_unreachable = n_long = n_query_truncated = 0
-        for qi, (q, q_enc) in enumerate(zip(questions, question_enc, strict=True)):
-            p = paragraph_of[q.paragraph]
-            ctx_ids, off = context_enc[p].ids, offsets[p]
-            if not ctx_ids:
-                raise DataFormatError(path, None, f"{q.where or q.qid}: the context has no tokens")
-            q_ids = q_enc.ids[: self.max_query_length] or [info.unk_id]
-            n_query_truncated += len(q_enc.ids) > self.max_query_length
-            lo = len(q_ids) + 2
-            spans = []
-            for text, char_start in q.answers:
-                first, last = _token_span(off, char_start, char_start + len(text))
-                if first < 0:
-                    raise DataFormatError(
-                        path,
-                        None,
-                        f"{q.where or q.qid}: answer {text!r} covers no token of the context",
-                    )
-                spans.append((first, last))
-            answers.extend(text for text, _ in q.answers)
-            answer_base.append(len(answers))
-            windows = self._window_starts(len(ctx_ids), L - lo - 1)
-
-            def gold_in(window: tuple[int, int], spans=spans) -> tuple[int, int] | None:
-                ws, wl = window
-                inside = [(a, b) for a, b in spans if a >= ws and b < ws + wl]
-                fitting = [(a, b) for a, b in inside if b - a < mat]
-                return fitting[0] if fitting else (inside[0] if inside else None)
-
-            if self.windows == "answer":
-                scored = [
-                    (min(g[0] - w[0], w[0] + w[1] - 1 - g[1]), -k)
-                    for k, w in enumerate(windows)
-                    if (g := gold_in(w)) is not None
-                ]
-                if scored:
-                    chosen = [windows[-max(scored)[1]]]
-                else:
-                    n_unreachable += 1
-                    chosen = [
-                        next((w for w in windows if w[0] <= spans[0][0] < w[0] + w[1]), windows[0])
-                    ]
-            else:
-                chosen = windows
-            for ws, wl in chosen:
-                gold = gold_in((ws, wl))
-                if gold is not None and gold[1] - gold[0] >= mat:
-                    n_long += 1
-                    gold = (gold[0], gold[0] + mat - 1)
-                row = [info.cls_id, *q_ids, info.sep_id, *ctx_ids[ws : ws + wl], info.sep_id]
-                rows.append(row)
-                columns["length"].append(len(row))
-                columns["lo"].append(lo)
-                columns["hi"].append(lo + wl)
-                columns["win_start"].append(ws)
-                columns["question"].append(qi)
-                columns["gold_start"].append(-1 if gold is None else gold[0] - ws + lo)
-                columns["gold_end"].append(-1 if gold is None else gold[1] - ws + lo)
-        n = len(rows)
-        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = row
-        arrays: dict[str, Any] = {"input_ids": input_ids}
-        arrays.update({k: np.asarray(v, dtype=np.int32) for k, v in columns.items()})
-        arrays["token_offsets"] = (
-            np.concatenate(offsets) if offsets else np.zeros((0, 2), dtype=np.int32)
-        )
-        arrays["par_base"] = par_base
-        arrays["question_par"] = np.array(
-            [paragraph_of[q.paragraph] for q in questions], dtype=np.int32
-        )
-        arrays["answer_base"] = np.asarray(answer_base, dtype=np.int64)
-        for name, texts in (
-            ("context", contexts),
-            ("question", [q.question for q in questions]),
-            ("qid", [q.qid for q in questions]),
-            ("answer", answers),
-        ):
-            packed = PackedTexts.pack(texts)
-            arrays[f"{name}_data"], arrays[f"{name}_offsets"] = packed["data"], packed["offsets"]
-        meta = {
-            "n_examples": n,
-            "n_questions": len(questions),
-            "n_unreachable": n_unreachable,
-            "n_long_answers": n_long,
-            "n_query_truncated": n_query_truncated,
-        }
-        return arrays, meta
-
-    # -- helpers ---------------------------------------------------------------------------------
-    def gold_answers(self, question: int) -> list[str]:
-        base = self.data["answer_base"]
-        return [self.answer_texts[j] for j in range(int(base[question]), int(base[question + 1]))]
-
-    def normalized_golds(self, question: int) -> tuple[NormalizedAnswer, ...]:
-        """The gold answers of ``question``, SQuAD-normalised (all questions done once),
-        without repeats: answers equal after normalisation score alike, so the max over
-        them is unchanged (SQuAD dev questions often list one answer three times)."""
-        return self._all_golds()[question]
-
-    def _all_golds(self) -> list[tuple[NormalizedAnswer, ...]]:
-        if self._golds is None:
-            base = self.data["answer_base"].tolist()
-            answers = [NormalizedAnswer(self.answer_texts[j]) for j in range(base[-1])]
-            self._golds = [
-                tuple({g.text: g for g in answers[a:b]}.values())
-                for a, b in zip(base[:-1], base[1:], strict=True)
-            ]
-        return self._golds
-
-    def _context(self, paragraph: int) -> str:
-        text = self._context_cache.get(paragraph)
-        if text is None:
-            text = self._context_cache[paragraph] = self.contexts[paragraph]
-        return text
-
-    def predictions(
-        self, windows: np.ndarray, starts: np.ndarray, ends: np.ndarray
-    ) -> list[str | None]:
-        """:meth:`prediction` of many ``(window, start, end)`` choices at once."""
-        d = self.data
-        lo, hi = d["lo"][windows], d["hi"][windows]
-        paragraphs = d["question_par"][d["question"][windows]]
-        inside = (lo <= starts) & (starts <= ends) & (ends < hi)
-        base = d["par_base"][paragraphs] + d["win_start"][windows] - lo
-        offsets = d["token_offsets"]
-        char_start = np.where(inside, offsets[np.where(inside, base + starts, 0), 0], 0)
-        char_end = np.where(inside, offsets[np.where(inside, base + ends, 0), 1], 0)
-        abstain = (starts == 0) if self.allow_no_answer else np.zeros(len(windows), dtype=bool)
-        out: list[str | None] = []
-        for p, a, b, ok, no in zip(
-            paragraphs.tolist(),
-            char_start.tolist(),
-            char_end.tolist(),
-            inside.tolist(),
-            abstain.tolist(),
-            strict=True,
-        ):
-            out.append(None if no else self._context(p)[a:b] if ok else "")
-        return out
-
-    def _char_span(self, window: int, start: int, end: int) -> tuple[int, int]:
-        """Character span of window positions ``start..end`` (both inside the context)."""
-        d = self.data
-        base = (
-            int(d["par_base"][d["question_par"][d["question"][window]]])
-            + int(d["win_start"][window])
-            - int(d["lo"][window])
-        )
-        return int(d["token_offsets"][base + start, 0]), int(d["token_offsets"][base + end, 1])
-
-    def prediction(self, window: int, start: int, end: int) -> str | None:
-        """The text a ``(start, end)`` choice predicts: ``None`` = no answer in this window;
-        ``""`` for a span outside the context or with ``end < start``; else an exact
-        substring of the context."""
-        lo, hi = int(self.data["lo"][window]), int(self.data["hi"][window])
-        if self.allow_no_answer and start == 0:
-            return None
-        if not lo <= start <= end < hi:
-            return ""
-        char_start, char_end = self._char_span(window, start, end)
-        context = self.contexts[int(self.data["question_par"][self.data["question"][window]])]
-        return context[char_start:char_end]
+        return build_windows(self)
 
     def _end_bounds(
         self, start: np.ndarray, lo: np.ndarray, hi: np.ndarray
@@ -376,9 +144,7 @@ class QACore(TaskCore):
     def init_state(self, batch_size: int) -> State:
         n, L = batch_size, self.max_length
         return {
-            "example": np.zeros(n, dtype=np.int64),
-            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
-            "attention_mask": np.zeros((n, L), dtype=np.int8),
+            **self.row_state(n),
             "token_type_ids": np.zeros((n, L), dtype=np.int8),
             "action_mask": np.zeros((n, L), dtype=np.int8),
             "stage": np.zeros((n, 1), dtype=np.int32),
@@ -445,8 +211,7 @@ class QACore(TaskCore):
     def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
         s = sel(slots)
         return {
-            "input_ids": state["input_ids"][s],
-            "attention_mask": state["attention_mask"][s],
+            **self.row_observation(state, slots),
             "token_type_ids": state["token_type_ids"][s],
             "action_mask": state["action_mask"][s],
             "stage": state["stage"][s],
@@ -644,10 +409,7 @@ class QAEnv(LmgymEnv):
     core_class = QACore
 
 
-class QAVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`QAEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = QACore
+QAVectorEnv = vector_env(QAEnv)
 
 
 __all__ = [

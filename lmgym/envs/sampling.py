@@ -10,9 +10,14 @@ so a vector env covers the split exactly once in its first ``ceil(size/n)`` roun
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
 BLOCK = 64
+SAMPLING_MODES = ("weights", "adaptive")
 
 
 class ExampleSampler:
@@ -60,3 +65,117 @@ class ExampleSampler:
 
     def __getstate__(self) -> dict:
         return dict(self.__dict__)
+
+
+# -- task mixes (MultiTask) ---------------------------------------------------------------
+def task_name(env_id: str) -> str:
+    """Short metric prefix of a task: ``"lmgym/SST2-v0"`` -> ``"sst2"``."""
+    name = env_id.split("/")[-1]
+    return re.sub(r"-v\d+$", "", name).lower().replace("-", "_")
+
+
+def resolve_tasks(tasks: Mapping[str, float] | Sequence[str] | str) -> tuple[list[str], np.ndarray]:
+    """Task ids and sampling probabilities from ``{id: weight}`` or a list (uniform)."""
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    if isinstance(tasks, Mapping):
+        ids, weights = list(tasks), np.array([float(w) for w in tasks.values()], dtype=np.float64)
+    else:
+        ids, weights = list(tasks), np.ones(len(tasks), dtype=np.float64)
+    if not ids:
+        raise ValueError(
+            "tasks is empty: pass {'lmgym/NER-v0': 0.5, 'lmgym/SST2-v0': 0.5} or a list of env ids"
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"tasks lists an env id twice: {ids}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(
+            f"task weights must be finite, >= 0 and not all 0, got {dict(zip(ids, weights.tolist(), strict=True))}"
+        )
+    return ids, weights / weights.sum()
+
+
+class TaskMixSampler(ExampleSampler):
+    """Each slot draws a task by probability, then an example of that task uniformly.
+
+    One uniform number per episode from the slot's own generator picks both (the task by
+    where it falls in the cumulative probabilities, the example by its position inside
+    that task's interval), so a vector slot ``i`` draws what a single env seeded ``s + i``
+    draws, and probabilities changed by the adaptive scheme apply from the next episode.
+    ``shuffle=False`` iterates every task's split in order, one task after the other.
+
+    :param core: the :class:`~lmgym.envs.multitask.MultiTaskCore` (its ``n_examples``,
+        ``sizes``, ``offsets``, ``task_names`` and ``weights``).
+    :param sampling: ``"weights"`` (fixed probabilities) or ``"adaptive"``: probabilities
+        ``(1 - min_share) * softmax(log w - score / temperature) + min_share * w`` where
+        ``score`` is an exponential moving average (rate ``score_rate`` per episode) of each
+        task's first episode metric (entity F1, accuracy, ...), so weaker tasks are played more.
+    """
+
+    def __init__(
+        self,
+        core: Any,
+        n_slots: int,
+        shuffle: bool,
+        sampling: str = "weights",
+        temperature: float = 0.2,
+        score_rate: float = 0.02,
+        min_share: float = 0.1,
+    ) -> None:
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling={sampling!r}: choose one of {SAMPLING_MODES}")
+        if temperature <= 0 or not 0 < score_rate <= 1 or not 0 <= min_share <= 1:
+            raise ValueError("need temperature > 0, 0 < score_rate <= 1 and 0 <= min_share <= 1")
+        super().__init__(core.n_examples, n_slots, shuffle)
+        self.buffer = np.zeros((n_slots, BLOCK), dtype=np.float64)
+        self.sizes, self.offsets = core.sizes.copy(), core.offsets.copy()
+        self.task_names = list(core.task_names)
+        self.weights = core.weights.copy()
+        self.sampling, self.temperature, self.score_rate, self.min_share = (
+            sampling,
+            temperature,
+            score_rate,
+            min_share,
+        )
+        self.scores = np.zeros(len(self.sizes), dtype=np.float64)
+        self.episodes = np.zeros(len(self.sizes), dtype=np.int64)
+        self.probs = self.weights.copy()
+        self._cdf = np.cumsum(self.probs)
+
+    def draw(self, slots: np.ndarray) -> np.ndarray:
+        if not self.shuffle:
+            return super().draw(slots)
+        for slot in slots[self.cursor[slots] >= BLOCK]:
+            self.buffer[slot] = self.rngs[slot].random(BLOCK)
+            self.cursor[slot] = 0
+        u = self.buffer[slots, self.cursor[slots]]
+        self.cursor[slots] += 1
+        task = np.minimum(np.searchsorted(self._cdf, u, side="right"), len(self.sizes) - 1)
+        low = self._cdf[task] - self.probs[task]
+        within = (u - low) / np.maximum(self.probs[task], 1e-300)
+        local = np.clip((within * self.sizes[task]).astype(np.int64), 0, self.sizes[task] - 1)
+        return self.offsets[task] + local
+
+    def update(self, metrics: Mapping[str, np.ndarray] | None) -> None:
+        """Fold finished episodes' scores (``info["episode_metrics"]``) into the task scores."""
+        if self.sampling != "adaptive" or not metrics:
+            return
+        for k, name in enumerate(self.task_names):
+            key = next(
+                (m for m in metrics if m.startswith(f"{name}/") and not m.startswith("_")), None
+            )
+            if key is None:
+                continue
+            values = np.atleast_1d(metrics[key])
+            mask = metrics.get(f"_{key}")
+            if mask is not None:
+                values = values[np.asarray(mask)]
+            if len(values) == 0:
+                continue
+            keep = (1.0 - self.score_rate) ** len(values)
+            self.scores[k] = keep * self.scores[k] + (1.0 - keep) * float(np.mean(values))
+            self.episodes[k] += len(values)
+        logits = np.log(np.maximum(self.weights, 1e-300)) - self.scores / self.temperature
+        soft = np.exp(logits - logits.max()) * (self.weights > 0)
+        self.probs = (1.0 - self.min_share) * soft / soft.sum() + self.min_share * self.weights
+        self._cdf = np.cumsum(self.probs)

@@ -3,147 +3,31 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import numpy as np
 from gymnasium import spaces
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from lmgym.data.cache import (
-    atomic_write_text,
-    cache_root,
-    cached_arrays,
-    file_digest,
-    fingerprint,
-    locked,
+from lmgym.data.cache import fingerprint
+from lmgym.data.loaders import PackedTexts, ParallelText
+from lmgym.data.tokenization import tokenizer_digest
+from lmgym.envs.base import LmgymEnv, vector_env
+from lmgym.envs.core import State, int_box, sel
+from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
+from lmgym.envs.translation_data import (  # noqa: F401  (re-exported: their former home)
+    TARGET_SPECIAL_TOKENS,
+    parallel_source,
+    resolve_target_tokenizer,
+    train_target_tokenizer,
+    trained_target_tokenizer,
 )
-from lmgym.data.errors import DatasetNotFoundError, LmgymDataError, TokenizerError
-from lmgym.data.loaders import PackedTexts, ParallelText, read_parallel
-from lmgym.data.paths import find_split_file, not_found
-from lmgym.data.sources import Source, dataset_source, file_source
-from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer, tokenizer_digest
-from lmgym.envs.base import LmgymEnv, LmgymVectorEnv
-from lmgym.envs.core import State, TaskCore, int_box, sel
 from lmgym.metrics import SentenceScorer, translation_scores
 
 REWARD_MODES = ("bleu", "chrf", "bleu_dense", "chrf_dense")
-#: Special tokens of the default target vocabulary (ids 0 and 1).
-TARGET_SPECIAL_TOKENS = ("[PAD]", "[EOS]")
-_EOS_NAMES = ("[EOS]", "</s>", "<eos>", "[SEP]", "<|endoftext|>")
-_PAD_NAMES = ("[PAD]", "<pad>")
 
 
-# -- the target vocabulary -------------------------------------------------------------------
-def train_target_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A byte-level BPE (GPT-2 style) trained on target sentences.
-
-    Byte-level pre-tokenisation makes decoding lossless (no ``[UNK]``, spaces kept), so the
-    expert's decoded output equals the reference text up to surrounding whitespace.
-    """
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(TARGET_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    return tokenizer
-
-
-def trained_target_tokenizer(
-    texts: Callable[[], Iterable[str]], source_digest: str, vocab_size: int
-) -> Tokenizer:
-    """Train (or load from the cache) the default target vocabulary over ``texts()``."""
-    key = fingerprint("bytelevel-bpe", source_digest, vocab_size)
-    path = cache_root() / "tokenizers" / f"{key}.json"
-    if not path.is_file():
-        with locked(path.with_suffix(".lock")):
-            if not path.is_file():
-                atomic_write_text(path, train_target_tokenizer(texts(), vocab_size).to_str())
-    return Tokenizer.from_file(str(path))
-
-
-def resolve_target_tokenizer(
-    spec: Any, train_texts: Callable[[], Iterable[str]], source_digest: str, vocab_size: int
-) -> tuple[Tokenizer, int, int]:
-    """The target tokenizer plus its EOS and pad ids.
-
-    A tokenizer without an EOS-like token (``[EOS] </s> <eos> [SEP] <|endoftext|>``) gets
-    ``[EOS]`` added as a special token (on lmgym's private copy).
-    """
-    if spec is None:
-        tokenizer = trained_target_tokenizer(train_texts, source_digest, vocab_size)
-    else:
-        tokenizer = resolve_tokenizer(spec)
-    found = [tokenizer.token_to_id(t) for t in _EOS_NAMES if tokenizer.token_to_id(t) is not None]
-    if not found:
-        tokenizer.add_special_tokens(["[EOS]"])
-        found = [tokenizer.token_to_id("[EOS]")]
-        if found[0] is None:
-            raise TokenizerError("could not add an [EOS] token to the target tokenizer")
-    eos = int(found[0])  # type: ignore[arg-type]
-    pads = [tokenizer.token_to_id(t) for t in _PAD_NAMES if tokenizer.token_to_id(t) is not None]
-    pad = int(pads[0]) if pads and pads[0] is not None else eos
-    return tokenizer, eos, pad
-
-
-# -- where the sentence pairs come from ------------------------------------------------------
-def _pair_source(source: Path, target: Path) -> Source:
-    for path in (source, target):
-        if not path.is_file():
-            raise DatasetNotFoundError(f"data file {str(path)!r} does not exist")
-    digest = fingerprint("parallel", file_digest(source), file_digest(target))
-    return Source(digest, source, lambda: read_parallel(source, target))
-
-
-def _parallel_source(
-    dataset: str | None,
-    data_files: Any,
-    split: str,
-    data_dir: Any,
-    src: str,
-    tgt: str,
-    columns: tuple[str, str],
-    delimiter: str | None,
-) -> Source:
-    if data_files is not None:
-        entry = data_files.get(split) if isinstance(data_files, dict) else data_files
-        if isinstance(entry, (tuple, list)):
-            if len(entry) != 2:
-                raise LmgymDataError(
-                    f"data_files[{split!r}] should be one TSV/CSV path or a (source, target) pair of paths, got {entry!r}"
-                )
-            return _pair_source(Path(entry[0]).expanduser(), Path(entry[1]).expanduser())
-        return file_source(
-            data_files, split, lambda p: read_parallel(p, None, columns[0], columns[1], delimiter)
-        )
-    if dataset is None:
-        raise LmgymDataError(
-            "lmgym/Translation-v0 without a dataset needs your data: data_files={'train': ('train.en', 'train.de'), ...} "
-            "or {'train': 'train.tsv', ...} with source_column=/target_column="
-        )
-    source = find_split_file(dataset, split, data_dir, src=src)
-    target = find_split_file(dataset, split, data_dir, src=tgt)
-    if source is not None and target is not None:
-        return _pair_source(source, target)
-    if source is not None or target is not None:
-        raise not_found(dataset, split, data_dir, src=tgt if source is not None else src)
-
-    def from_hub(data: Any) -> list[ParallelText]:
-        rows = data["translation"] if "translation" in data.column_names else data
-        return [ParallelText(r[src], r[tgt]) for r in rows]
-
-    return dataset_source(
-        dataset, split, data_dir, lambda p: read_parallel(p), hub_reader=from_hub, src=src
-    )
-
-
-class TranslationCore(TaskCore):
+class TranslationCore(DatasetCore):
     """Batched translation transitions. See :class:`TranslationEnv` for the behaviour."""
 
     family = "translation"
@@ -172,30 +56,22 @@ class TranslationCore(TaskCore):
             raise ValueError(f"reward_mode={reward_mode!r}: choose one of {REWARD_MODES}")
         if max_length < 3 or max_target_length < 1:
             raise ValueError("max_length must be >= 3 and max_target_length >= 1")
-        self.split, self.reward_mode, self.action_mask_fn = split, reward_mode, action_mask_fn
+        self.reward_mode, self.action_mask_fn = reward_mode, action_mask_fn
         self.max_length, self.max_target_length = max_length, max_target_length
         self.source_lang, self.target_lang = source_lang, target_lang
         columns = (source_column, target_column)
-        source = _parallel_source(
-            dataset, data_files, split, data_dir, source_lang, target_lang, columns, delimiter
+        train = self.open_split(
+            lambda name: parallel_source(
+                dataset, data_files, name, data_dir, source_lang, target_lang, columns, delimiter
+            ),
+            split,
         )
-        train = (
-            source
-            if split == "train"
-            else _parallel_source(
-                dataset, data_files, "train", data_dir, source_lang, target_lang, columns, delimiter
-            )
-        )
-        self._source = source
-        self._pairs: list[ParallelText] | None = None
-
-        self.tokenizer = resolve_tokenizer(
+        self.fit_tokenizer(
             tokenizer,
-            train_texts=lambda: (p.source for p in train.load()),
-            source_digest=fingerprint(train.digest, "source"),
-            vocab_size=vocab_size,
+            lambda: (p.source for p in train.load()),
+            fingerprint(train.digest, "source"),
+            vocab_size,
         )
-        self.token_info = TokenizerInfo.of(self.tokenizer)
         self.target_tokenizer, self.eos_id, self.target_pad_id = resolve_target_tokenizer(
             target_tokenizer,
             lambda: (p.target for p in train.load()),
@@ -203,32 +79,29 @@ class TranslationCore(TaskCore):
             target_vocab_size,
         )
         self.target_vocab_size = self.target_tokenizer.get_vocab_size(with_added_tokens=True)
-        key = fingerprint(
+        meta = self.load_arrays(
+            "translation",
             "mt",
-            source.digest,
+            self._source.digest,
             columns,
             self.token_info.digest,
             tokenizer_digest(self.target_tokenizer),
             max_length,
             max_target_length,
         )
-        arrays, meta = cached_arrays("translation", key, self._build)
-        self.data = arrays
+        arrays = self.data
         self.references = PackedTexts(arrays["ref_data"], arrays["ref_offsets"])
         self.sources = PackedTexts(arrays["src_data"], arrays["src_offsets"])
-        self.n_examples = int(meta["n_examples"])
-        self.n_truncated = int(meta["n_truncated"])
         self.n_target_truncated = int(meta["n_target_truncated"])
         self._scorer: SentenceScorer | None = None
 
-        V, L, T = self.target_vocab_size, max_length, max_target_length
+        V, T = self.target_vocab_size, max_target_length
         self._ones = np.ones((1, V), dtype=np.int8)
         self._ones_bool = np.ones((1, V), dtype=bool)
         self.single_action_space = spaces.Discrete(V)
         self.single_observation_space = spaces.Dict(
             {
-                "input_ids": int_box(self.token_info.vocab_size - 1, (L,)),
-                "attention_mask": int_box(1, (L,), dtype=np.int8),
+                **self.row_spaces(),
                 "target_ids": int_box(V - 1, (T,)),
                 "target_mask": int_box(1, (T,), dtype=np.int8),
                 "action_mask": int_box(1, (V,), dtype=np.int8),
@@ -238,9 +111,7 @@ class TranslationCore(TaskCore):
     # -- building the tokenised split (cached) -------------------------------------------
     def pairs(self) -> list[ParallelText]:
         """The raw sentence pairs of the split (loaded lazily)."""
-        if self._pairs is None:
-            self._pairs = self._source.load()
-        return self._pairs
+        return self.records()
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         pairs = self.pairs()
@@ -250,20 +121,16 @@ class TranslationCore(TaskCore):
         targets = self.target_tokenizer.encode_batch(
             [p.target for p in pairs], add_special_tokens=False
         )
-        input_ids = np.full((n, L), info.pad_id, dtype=np.int32)
-        lengths = np.zeros(n, dtype=np.int32)
         target = np.full((n, T), self.target_pad_id, dtype=np.int32)
         target_len = np.zeros(n, dtype=np.int32)
         n_truncated = n_target_truncated = 0
         for i, (src, tgt) in enumerate(zip(sources, targets, strict=True)):
             n_truncated += len(src.ids) > L - 2
-            row = [info.cls_id, *src.ids[: L - 2], info.sep_id]
-            input_ids[i, : len(row)] = row
-            lengths[i] = len(row)
             n_target_truncated += len(tgt.ids) > T
             ids = tgt.ids[:T]
             target[i, : len(ids)] = ids
             target_len[i] = len(ids)
+        input_ids, lengths = pad_rows([cls_sep(e.ids, L, info) for e in sources], L, info.pad_id)
         refs = PackedTexts.pack([p.target for p in pairs])
         srcs = PackedTexts.pack([p.source for p in pairs])
         arrays = {
@@ -304,17 +171,16 @@ class TranslationCore(TaskCore):
         (:class:`lmgym.metrics.SentenceScorer`).
         """
         if self._scorer is None:
-            self._scorer = SentenceScorer(self.references)
-        return np.array(self._scorer.scores(metric, hypotheses, examples), dtype=np.float64)
+            self._scorer = SentenceScorer(cast(Sequence[str], self.references))
+        scores = self._scorer.scores(metric, hypotheses, cast(Sequence[int], examples))
+        return np.array(scores, dtype=np.float64)
 
     # -- batched transitions -----------------------------------------------------------------
     def init_state(self, batch_size: int) -> State:
-        n, L, T = batch_size, self.max_length, self.max_target_length
+        n, T = batch_size, self.max_target_length
         state: State = {
-            "example": np.zeros(n, dtype=np.int64),
+            **self.row_state(n),
             "t": np.zeros(n, dtype=np.int32),
-            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
-            "attention_mask": np.zeros((n, L), dtype=np.int8),
             "target_ids": np.full((n, T), self.target_pad_id, dtype=np.int32),
             "target_mask": np.zeros((n, T), dtype=np.int8),
             "prefix_score": np.zeros(n, dtype=np.float64),
@@ -326,12 +192,7 @@ class TranslationCore(TaskCore):
         return state
 
     def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
-        d = self.data
-        state["example"][slots] = example_ids
-        state["input_ids"][slots] = d["input_ids"][example_ids]
-        state["attention_mask"][slots] = (
-            np.arange(self.max_length) < d["lengths"][example_ids][:, None]
-        )
+        self.load_rows(state, slots, example_ids)
         state["target_ids"][slots] = self.target_pad_id
         state["target_mask"][slots] = 0
         state["t"][slots] = 0
@@ -402,8 +263,7 @@ class TranslationCore(TaskCore):
         else:
             mask = state["action_mask"][s]
         return {
-            "input_ids": ids,
-            "attention_mask": state["attention_mask"][s],
+            **self.row_observation(state, slots),
             "target_ids": state["target_ids"][s],
             "target_mask": state["target_mask"][s],
             "action_mask": mask,
@@ -543,10 +403,7 @@ class TranslationEnv(LmgymEnv):
     core_class = TranslationCore
 
 
-class TranslationVectorEnv(LmgymVectorEnv):
-    """Native vector version of :class:`TranslationEnv` (same arguments plus ``num_envs``)."""
-
-    core_class = TranslationCore
+TranslationVectorEnv = vector_env(TranslationEnv)
 
 
 __all__ = [

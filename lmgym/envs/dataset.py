@@ -1,0 +1,191 @@
+"""The data pipeline every family core shares: :class:`DatasetCore`.
+
+A family core subclasses :class:`DatasetCore` and, in ``__init__``, calls three methods in
+order; everything else it writes is what makes the family itself (how a record becomes
+observation rows, the legal actions, the transition and its reward, the episode metrics):
+
+1. :meth:`~DatasetCore.open_split`: where the split's records come from (``self._source``;
+   the records load lazily through :meth:`~DatasetCore.records`) and the train split's
+   source, which the tokenizer and label sets are fitted on.
+2. :meth:`~DatasetCore.fit_tokenizer`: ``self.tokenizer`` from the ``tokenizer=`` argument
+   (None trains a WordPiece on the train texts, cached), ``self.token_info``.
+3. :meth:`~DatasetCore.load_arrays`: the tokenised split as read-only arrays
+   (``self.data``), built once by the family's ``_build`` and memory-mapped from the
+   on-disk cache afterwards (keyed by a fingerprint of everything ``_build`` reads).
+
+Rows are ``[CLS] ... [SEP]`` sequences padded with the pad id (:func:`cls_sep`,
+:func:`pad_rows`); ``data["lengths"]`` gives each row's length, from which
+:meth:`~DatasetCore.load_rows` writes the attention mask when an episode starts, and
+:meth:`~DatasetCore.row_state` / :meth:`~DatasetCore.row_observation` hold and show them.
+A worked example (a toy POS-tagging family) is in ``docs/ARCHITECTURE.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from lmgym.data.cache import cached_arrays, fingerprint
+from lmgym.data.sources import Source
+from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
+from lmgym.envs.core import Slots, State, TaskCore, int_box, sel
+
+_POSITIONS: dict[int, np.ndarray] = {}
+
+
+def positions(n: int) -> np.ndarray:
+    """``arange(n)`` (read-only, cached)."""
+    out = _POSITIONS.get(n)
+    if out is None:
+        out = _POSITIONS[n] = np.arange(n)
+        out.setflags(write=False)
+    return out
+
+
+_ROW_STARTS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def row_starts(n: int, width: int) -> np.ndarray:
+    """``arange(n) * width`` (read-only, cached): flat index of each row of an ``[n, width]`` array."""
+    starts = _ROW_STARTS.get((n, width))
+    if starts is None:
+        starts = _ROW_STARTS[(n, width)] = np.arange(n, dtype=np.int64) * width
+        starts.setflags(write=False)
+    return starts
+
+
+def cls_sep(ids: list[int], max_length: int, info: TokenizerInfo) -> list[int]:
+    """``[CLS] ids [SEP]``, ``ids`` cut to fit ``max_length``."""
+    return [info.cls_id, *ids[: max_length - 2], info.sep_id]
+
+
+def pad_rows(rows: list[list[int]], max_length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``int32[n, max_length]`` rows padded with ``pad_id``, and ``int32[n]`` their lengths."""
+    input_ids = np.full((len(rows), max_length), pad_id, dtype=np.int32)
+    lengths = np.zeros(len(rows), dtype=np.int32)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = row
+        lengths[i] = len(row)
+    return input_ids, lengths
+
+
+def write_back(state: State, slots: Slots, **values: np.ndarray) -> None:
+    """Store per-slot results computed on ``state[key][slots]`` copies (a no-op for
+    ``slots=None``, where :func:`~lmgym.envs.core.sel` gave views updated in place)."""
+    if slots is not None:
+        for key, value in values.items():
+            state[key][slots] = value
+
+
+class DatasetCore(TaskCore):
+    """A :class:`~lmgym.envs.core.TaskCore` over one split of a dataset (see the module doc).
+
+    Sets ``split``, ``_source``, ``tokenizer``, ``token_info``, ``data``, ``n_examples`` and
+    ``n_truncated`` (rows cut to fit, when ``_build`` reports it).
+    """
+
+    max_length: int
+    split: str
+    _source: Source
+    token_info: TokenizerInfo
+    data: dict[str, np.ndarray]
+    n_truncated: int = 0
+    _records: list[Any] | None = None
+
+    # -- construction ---------------------------------------------------------------------
+    def open_split(self, source_of: Callable[[str], Source], split: str) -> Source:
+        """Open ``split`` (``source_of(split)``) and return the train split's source.
+
+        :param source_of: the family's source lookup, called with a split name.
+        :param split: the split the episodes play.
+        """
+        self.split = split
+        self._source = source_of(split)
+        self._records = None
+        return self._source if split == "train" else source_of("train")
+
+    def fit_tokenizer(
+        self,
+        spec: Any,
+        train_texts: Callable[[], Iterable[str]],
+        source_digest: str,
+        vocab_size: int,
+    ) -> None:
+        """``self.tokenizer`` from ``spec`` (see :func:`~lmgym.data.tokenization.resolve_tokenizer`).
+
+        :param spec: the env's ``tokenizer=`` argument.
+        :param train_texts: the texts a default WordPiece is trained on (called only then).
+        :param source_digest: identifies those texts (the trained vocabulary's cache key).
+        :param vocab_size: size of a trained vocabulary.
+        """
+        self.tokenizer = resolve_tokenizer(
+            spec, train_texts=train_texts, source_digest=source_digest, vocab_size=vocab_size
+        )
+        self.token_info = TokenizerInfo.of(self.tokenizer)
+
+    def load_arrays(self, name: str, *key: Any) -> dict[str, Any]:
+        """``self.data`` from the on-disk cache ``name`` (built by ``self._build()`` on a miss).
+
+        :param name: the cache folder (one per family).
+        :param key: everything ``_build`` depends on (hashed with :func:`fingerprint`).
+        :return: the build's metadata (``n_examples``, optional ``n_truncated``, ...).
+        """
+        arrays, meta = cached_arrays(name, fingerprint(*key), self._build)
+        self.data = arrays
+        self.n_examples = int(meta["n_examples"])
+        if "n_truncated" in meta:
+            self.n_truncated = int(meta["n_truncated"])
+        return meta
+
+    def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The tokenised split: arrays (first axis = example) and metadata with
+        ``n_examples``. Called once per cache key."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _build()")
+
+    def records(self) -> list[Any]:
+        """The raw records of the split (loaded on first use: render, evaluation, builds)."""
+        if self._records is None:
+            self._records = self._source.load()
+        return self._records
+
+    # -- the token rows in the episode state -------------------------------------------------
+    def row_state(self, batch_size: int) -> State:
+        """``example``, ``input_ids`` (pad) and ``attention_mask`` (0) for ``batch_size`` slots."""
+        n, L = batch_size, self.max_length
+        return {
+            "example": np.zeros(n, dtype=np.int64),
+            "input_ids": np.full((n, L), self.token_info.pad_id, dtype=np.int32),
+            "attention_mask": np.zeros((n, L), dtype=np.int8),
+        }
+
+    def load_rows(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
+        """Write the examples' ids, token rows and attention masks into ``slots``."""
+        lengths = self.data["lengths"].take(example_ids)[:, None]
+        if len(slots) == len(state["example"]) and np.array_equal(slots, positions(len(slots))):
+            # Every slot restarts (one-step episodes): gather straight into the state.
+            np.take(self.data["input_ids"], example_ids, axis=0, out=state["input_ids"])
+            np.less(positions(self.max_length), lengths, out=state["attention_mask"])
+            state["example"][:] = example_ids
+            return
+        state["example"][slots] = example_ids
+        state["input_ids"][slots] = self.data["input_ids"].take(example_ids, axis=0)
+        state["attention_mask"][slots] = positions(self.max_length) < lengths
+
+    def row_spaces(self) -> dict[str, spaces.Box]:
+        """The ``input_ids`` and ``attention_mask`` entries of the observation space."""
+        L = self.max_length
+        return {
+            "input_ids": int_box(self.token_info.vocab_size - 1, (L,)),
+            "attention_mask": int_box(1, (L,), dtype=np.int8),
+        }
+
+    def row_observation(self, state: State, slots: Slots = None) -> dict[str, np.ndarray]:
+        """The ``input_ids`` and ``attention_mask`` entries of the selected slots."""
+        s = sel(slots)
+        return {"input_ids": state["input_ids"][s], "attention_mask": state["attention_mask"][s]}
+
+
+__all__ = ["DatasetCore", "cls_sep", "pad_rows", "positions", "row_starts", "write_back"]
