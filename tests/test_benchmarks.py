@@ -160,8 +160,8 @@ def leaderboard_baselines() -> tuple[str, ...]:
 
 
 def test_readme_summary_table_is_generated_from_records(tmp_path):
-    from benchmarks.report import summary_table, update_readme
     from benchmarks.records import write_record
+    from benchmarks.report import summary_table, update_readme
 
     folder = tmp_path / "records"
     for algo, seed, score in [("ppo", 0, 0.6), ("ppo", 1, 0.8), ("majority", 0, 0.5)]:

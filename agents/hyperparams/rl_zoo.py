@@ -19,7 +19,15 @@ from typing import Any
 import yaml
 
 HERE = Path(__file__).parent
-AGENTS_ONLY = ("pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon", "minibatch", "reward_overrides")
+AGENTS_ONLY = (
+    "pretrain_steps",
+    "pretrain_lr",
+    "kl_coef",
+    "kl_target",
+    "kl_horizon",
+    "minibatch",
+    "reward_overrides",
+)
 
 
 def zoo_entry(algo: str, env_id: str, **overrides: Any) -> dict[str, Any]:
