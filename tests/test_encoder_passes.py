@@ -16,16 +16,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("sb3_contrib")
 
-from sb3_contrib import MaskablePPO  # noqa: E402
-from stable_baselines3 import A2C, PPO  # noqa: E402
 
 from agents import (  # noqa: E402
-    DQN,
-    REINFORCE,
-    TRPO,
-    MaskableTransformerPolicy,
-    TransformerPolicy,
-    TransformerQPolicy,
     env_policy_kwargs,
 )
 from agents.buffers import (  # noqa: E402
@@ -34,40 +26,8 @@ from agents.buffers import (  # noqa: E402
     rollout_buffer_class,
 )
 from lmgym.sb3 import make_vec_env  # noqa: E402
+from tests.test_agents import ALGOS, MICRO  # noqa: E402  (the algorithm matrix's settings)
 
-MICRO = dict(
-    backbone="tiny",
-    backbone_kwargs=dict(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-    ),
-    net_arch=dict(pi=[32], vf=[32]),
-)
-ALGOS = {
-    "ppo": (PPO, TransformerPolicy, dict(n_steps=32, batch_size=16, n_epochs=2)),
-    "a2c": (A2C, TransformerPolicy, dict(n_steps=16)),
-    "trpo": (
-        TRPO,
-        TransformerPolicy,
-        dict(n_steps=32, batch_size=32, n_critic_updates=1, cg_max_steps=3, line_search_max_iter=3),
-    ),
-    "maskable_ppo": (
-        MaskablePPO,
-        MaskableTransformerPolicy,
-        dict(n_steps=32, batch_size=16, n_epochs=2),
-    ),
-    "dqn": (
-        DQN,
-        TransformerQPolicy,
-        dict(
-            learning_starts=16,
-            buffer_size=200,
-            batch_size=16,
-            train_freq=4,
-            target_update_interval=16,
-        ),
-    ),  # fmt: skip
-    "reinforce": (REINFORCE, TransformerPolicy, dict(n_steps=32)),
-}
 SAMPLE = {"data_dir": "sample"}
 
 
@@ -207,8 +167,9 @@ def test_episode_grouped_buffer_trains_and_groups_minibatches(one_torch_thread):
         "ppo", "lmgym/NER-v0", exact=True, steps=64, rollout_buffer_class=Recording
     )
     n = model.n_steps * model.n_envs
+    per_epoch = n // model.batch_size
     for epoch in range(model.n_epochs):
-        batch = np.concatenate(seen[epoch * (n // 16) : (epoch + 1) * (n // 16)])
+        batch = np.concatenate(seen[epoch * per_epoch : (epoch + 1) * per_epoch])
         assert sorted(batch) == list(range(n))  # every step once per epoch
     # grouped: a minibatch holds far fewer distinct sentences than a random one would
     ids = model.rollout_buffer.observations["input_ids"]
