@@ -11,10 +11,12 @@ Then ``python -m benchmarks.report`` builds ``LEADERBOARD.md`` and the plots.
 
 Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examples``
 (validation examples per learning-curve point), ``test_examples`` (null = whole split),
-``device``, ``n_envs``, ``envs`` (id -> {make_kwargs, algos, backbones} and any of
+``device``, ``n_envs``, ``envs`` (id -> {make_kwargs, algos, backbones, derived_data} and any of
 ``steps``, ``eval_every``, ``eval_examples``, ``test_examples``, ``n_envs`` to override the
 spec's for that env), ``algos``, ``backbones``, ``seeds``, ``hyperparams`` (algo -> {key:
-value}), ``baselines`` (random, majority, expert, supervised).
+value}), ``baselines`` (random, majority, expert, supervised). ``derived_data: NAME`` builds
+a dataset of :data:`benchmarks.datasets.BUILDERS` into the lmgym cache and passes its
+files as ``data_files`` (for ``lmgym/TextClassification-v0`` on data the recipe never saw).
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
     for env, env_spec in spec["envs"].items():
         env_spec = env_spec or {}
         make_kwargs = env_spec.get("make_kwargs", {})
+        if "derived_data" in env_spec:
+            from benchmarks.datasets import prepare
+
+            make_kwargs = {**make_kwargs, "data_files": prepare(env_spec["derived_data"])}
         common = {**base, **{k: env_spec[k] for k in ENV_OVERRIDES if k in env_spec}}
         for baseline in spec.get("baselines", []):
             backbones = (

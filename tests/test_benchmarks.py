@@ -135,7 +135,7 @@ def test_train_throughput_times_rollout_and_update_apart(tmp_path):
     assert sum(line.startswith("| lmgym/SST2-v0 | tiny |") for line in table) == 2
 
 
-@pytest.mark.parametrize("spec_name", ["quick", "minilm-cpu"])
+@pytest.mark.parametrize("spec_name", ["quick", "recipe", "minilm-recipe"])
 def test_rl_and_supervised_share_env_tokenizer_backbone_and_budget(spec_name):
     from benchmarks.runner import run_setup
 
@@ -151,6 +151,37 @@ def test_rl_and_supervised_share_env_tokenizer_backbone_and_budget(spec_name):
         assert ours == theirs, (run.run_id, ours, theirs)
         # a from-scratch encoder reads the env's own WordPiece, a pretrained one its vocab
         assert (ours.get("tokenizer") == "minilm") == (run.backbone == "minilm"), run.run_id
+
+
+def test_derived_data_builds_topic_tsv_and_feeds_the_env(tmp_path, monkeypatch):
+    """squad_topics: one row per question, labelled by its article; a 70/15/15 split."""
+    import gymnasium as gym
+
+    from benchmarks.datasets import prepare
+
+    articles = [
+        {"title": f"T{a}", "paragraphs": [{"qas": [{"question": f"q {a} {i}?"} for i in range(n)]}]}
+        for a, n in enumerate([12, 5, 3])
+    ]
+    (tmp_path / "squad").mkdir()
+    (tmp_path / "squad" / "dev-v1.1.json").write_text(json.dumps({"data": articles}))
+    monkeypatch.setenv("LMGYM_DATA_DIR", str(tmp_path))
+    spec = {"name": "c", "steps": 8, "seeds": [0], "algos": [], "baselines": ["majority"],
+            "envs": {"lmgym/TextClassification-v0": {"derived_data": "squad_topics",
+                                                     "make_kwargs": {"text_column": "text"}}}}  # fmt: skip
+    (run,) = leaderboard.expand(spec)
+    files = run.make_kwargs["data_files"]
+    assert files == prepare("squad_topics") and sorted(files) == ["test", "train", "validation"]
+    rows = {s: Path(f).read_text().splitlines()[1:] for s, f in files.items()}
+    assert [len(r) for r in rows.values()] == [14, 3, 3]  # train, validation, test
+    assert sorted(line.split("\t")[1] for r in rows.values() for line in r) == sorted(
+        q["question"] for a in articles for p in a["paragraphs"] for q in p["qas"]
+    )
+    assert all(line.split("\t")[0] == "T" + line.split()[2] for r in rows.values() for line in r)
+    env = gym.make("lmgym/TextClassification-v0", **run.make_kwargs)
+    assert env.unwrapped.core.labels == ("T0", "T1", "T2")
+    with pytest.raises(ValueError, match="squad_topics"):
+        prepare("nope")
 
 
 def leaderboard_baselines() -> tuple[str, ...]:
