@@ -30,6 +30,9 @@ from stable_baselines3.common.buffers import DictRolloutBuffer
 
 #: ``--hp minibatch=...`` values.
 MINIBATCH_MODES = ("random", "episodes")
+#: ``--hp advantages=...`` values: the algorithm's own (SB3: standardised per minibatch), over
+#: the whole rollout, or within each task of a MultiTask rollout (``task_id`` observation).
+ADVANTAGE_MODES = ("minibatch", "pooled", "task")
 
 
 def episode_order(episode_starts: np.ndarray, rng: Any = None) -> np.ndarray:
@@ -48,6 +51,57 @@ def episode_order(episode_starts: np.ndarray, rng: Any = None) -> np.ndarray:
         segments += np.split(env * n_steps + np.arange(n_steps), cuts)
     order = (rng or np.random).permutation(len(segments))
     return np.concatenate([segments[i] for i in order])
+
+
+def normalize_within(advantages: np.ndarray, groups: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Standardise ``advantages`` within each group: zero mean, unit std per group.
+
+    >>> a = np.array([1.0, 3.0, 10.0, 30.0])
+    >>> normalize_within(a, np.array([0, 0, 1, 1])).round(3).tolist()
+    [-1.0, 1.0, -1.0, 1.0]
+
+    A one-step group gets 0 (its own mean). ``groups`` has ``advantages``' shape.
+    """
+    out = np.empty_like(advantages, dtype=np.float64)
+    for group in np.unique(groups):
+        sel = groups == group
+        values = advantages[sel].astype(np.float64)
+        out[sel] = (values - values.mean()) / (values.std() + eps)
+    return out.astype(advantages.dtype)
+
+
+def task_ids(observations: dict[str, np.ndarray]) -> np.ndarray:
+    """``[n_steps, n_envs]`` task ids of a (not yet flattened) rollout's observations."""
+    if "task_id" not in observations:
+        raise ValueError(
+            "advantages='task' needs a MultiTask env (observation 'task_id'); "
+            "use advantages='pooled' or 'minibatch' for a single task"
+        )
+    ids = observations["task_id"]
+    return ids.reshape(ids.shape[:2])
+
+
+class _AdvantageNormMixin:
+    """Advantages standardised once per rollout, pooled or within each task (multi-task PPO).
+
+    A NER episode sums up to ~14 per-tag rewards, a classification episode gives 0 or 1: with
+    pooled statistics the task with the largest reward scale dominates the surrogate. Within
+    each ``task_id`` every task's advantages have unit scale. Runs after SB3 computed the
+    returns (the critic's targets are unchanged); the algorithm's own per-minibatch
+    normalisation must be off (``agents.train`` does that for ``advantages=task|pooled``).
+    """
+
+    advantage_mode = "task"
+    observations: dict[str, np.ndarray]
+    advantages: np.ndarray
+
+    def compute_returns_and_advantage(self, last_values: Any, dones: np.ndarray) -> None:
+        super().compute_returns_and_advantage(last_values, dones)  # type: ignore[misc]
+        if self.advantage_mode == "task":
+            groups = task_ids(self.observations)
+        else:
+            groups = np.zeros(self.advantages.shape, dtype=np.int64)
+        self.advantages = normalize_within(self.advantages, groups)
 
 
 class _EpisodeGroupedMixin:
@@ -86,21 +140,59 @@ class MaskableEpisodeGroupedDictRolloutBuffer(_EpisodeGroupedMixin, MaskableDict
     _tensor_names = (*_EpisodeGroupedMixin._tensor_names, "action_masks")
 
 
-def rollout_buffer_class(minibatch: str, algo: str) -> type | None:
-    """The buffer class for ``minibatch`` (``"random"``: the algorithm's own, ``None``).
+def rollout_buffer_class(minibatch: str, algo: str, advantages: str = "minibatch") -> type | None:
+    """The buffer class for ``minibatch`` and ``advantages`` (``None``: the algorithm's own).
 
     :param minibatch: one of :data:`MINIBATCH_MODES`.
     :param algo: ``agents.train`` algorithm name (``maskable_ppo`` needs the maskable buffer).
+    :param advantages: one of :data:`ADVANTAGE_MODES` (REINFORCE normalises in its own
+        buffer: pass ``normalize_advantage="task"`` to :class:`agents.REINFORCE` instead).
     """
     if minibatch not in MINIBATCH_MODES:
         raise ValueError(f"minibatch={minibatch!r}: choose one of {MINIBATCH_MODES}")
-    if minibatch == "random":
-        return None
-    if algo == "maskable_ppo":
-        return MaskableEpisodeGroupedDictRolloutBuffer
-    if algo in ("dqn", "reinforce"):
+    if advantages not in ADVANTAGE_MODES:
+        raise ValueError(f"advantages={advantages!r}: choose one of {ADVANTAGE_MODES}")
+    if algo in ("dqn", "reinforce") and (minibatch, advantages) != ("random", "minibatch"):
         raise ValueError(
-            f"minibatch='episodes' is for PPO, A2C, TRPO and MaskablePPO, not {algo!r} "
-            "(DQN samples a replay buffer; REINFORCE trains on the whole rollout at once)"
+            f"minibatch/advantages options are for PPO, A2C, TRPO and MaskablePPO, not {algo!r} "
+            "(DQN samples a replay buffer; REINFORCE trains on the whole rollout at once and "
+            "takes normalize_advantage='task')"
         )
-    return EpisodeGroupedDictRolloutBuffer
+    if (minibatch, advantages) == ("random", "minibatch"):
+        return None
+    base = MaskableDictRolloutBuffer if algo == "maskable_ppo" else DictRolloutBuffer
+    mixins: tuple[type, ...] = ()
+    if advantages != "minibatch":
+        mixins += (_AdvantageNormMixin,)
+    if minibatch == "episodes":
+        if base is MaskableDictRolloutBuffer:
+            return _combine(mixins, MaskableEpisodeGroupedDictRolloutBuffer, advantages)
+        return _combine(mixins, EpisodeGroupedDictRolloutBuffer, advantages)
+    return _combine(mixins, base, advantages)
+
+
+def _combine(mixins: tuple[type, ...], base: type, advantages: str) -> type:
+    if not mixins:
+        return base
+    name = f"{advantages.title()}Normalized{base.__name__}"
+    return type(name, (*mixins, base), {"advantage_mode": advantages, "__module__": __name__})
+
+
+def apply_buffer_options(hp: dict[str, Any], algo: str) -> None:
+    """Turn ``hp``'s setup keys ``minibatch`` and ``advantages`` into constructor arguments.
+
+    In place: pops both keys and sets ``rollout_buffer_class`` (and, where the buffer now
+    normalises, ``normalize_advantage=False`` so the algorithm does not normalise again per
+    minibatch; REINFORCE gets ``normalize_advantage="task"`` / ``True`` instead).
+    """
+    minibatch = str(hp.pop("minibatch", "random"))
+    advantages = str(hp.pop("advantages", "minibatch"))
+    if algo == "reinforce" and minibatch == "random" and advantages in ADVANTAGE_MODES:
+        if advantages != "minibatch":
+            hp["normalize_advantage"] = "task" if advantages == "task" else True
+        return
+    buffer = rollout_buffer_class(minibatch, algo, advantages)
+    if buffer is not None:
+        hp["rollout_buffer_class"] = buffer
+    if advantages != "minibatch" and algo in ("ppo", "maskable_ppo", "trpo"):
+        hp["normalize_advantage"] = False

@@ -32,6 +32,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from torch.nn import functional as F
 
+from agents.buffers import normalize_within, task_ids
 from agents.policies import TransformerPolicy
 
 SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
@@ -120,7 +121,8 @@ class REINFORCE(OnPolicyAlgorithm):
     :param batch_size: chunk size for gradient accumulation (``None`` = whole rollout).
     :param gamma: discount.
     :param baseline: learn ``V(s)`` (``value_net``) and use ``G - V`` as advantage.
-    :param normalize_advantage: standardise advantages over the rollout.
+    :param normalize_advantage: standardise advantages over the rollout (``"task"``: within
+        each task of a MultiTask rollout, :func:`agents.buffers.normalize_within`).
     :param ent_coef: entropy bonus.
     :param vf_coef: value-loss weight (baseline only).
     :param max_grad_norm: gradient clipping.
@@ -142,7 +144,7 @@ class REINFORCE(OnPolicyAlgorithm):
         batch_size: int | None = None,
         gamma: float = 1.0,
         baseline: bool = True,
-        normalize_advantage: bool = False,
+        normalize_advantage: bool | str = False,
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 1.0,
@@ -205,7 +207,9 @@ class REINFORCE(OnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
         buffer = self.rollout_buffer
         advantages = buffer.advantages
-        if self.normalize_advantage and advantages.size > 1:
+        if self.normalize_advantage == "task":  # within each task of a MultiTask rollout
+            advantages = normalize_within(advantages, task_ids(buffer.observations))
+        elif self.normalize_advantage and advantages.size > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         buffer.advantages = advantages.astype(np.float32)
         n_total = buffer.buffer_size * buffer.n_envs

@@ -39,7 +39,7 @@ ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
 #: keys of a hyperparameter entry that are not algorithm constructor arguments
 SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
               "pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides",
-              "minibatch", "reward_overrides")  # fmt: skip
+              "minibatch", "advantages", "reward_overrides")  # fmt: skip
 #: metrics, in order of preference, that decide the best checkpoint
 PRIMARY_METRICS = ("entity_f1", "accuracy", "bleu", "f1", "exact_match", "mean_reward")
 
@@ -464,9 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     from stable_baselines3.common.logger import configure
 
     from agents import resume
-    from agents.buffers import rollout_buffer_class
+    from agents.buffers import apply_buffer_options
     from agents.evaluate import algorithms, load_model, save_model
     from agents.kl import KLPenaltyCallback
+    from agents.multitask import PerTaskLogger
     from agents.policies import env_policy_kwargs
     from agents.pretrain import pretrain
 
@@ -503,9 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     kl_coef = float(args.kl_coef if args.kl_coef is not None else hp.pop("kl_coef", 0.0))
     kl_target = args.kl_target if args.kl_target is not None else hp.pop("kl_target", None)
     kl_horizon = int(hp.pop("kl_horizon", 10_000))
-    buffer_class = rollout_buffer_class(str(hp.pop("minibatch", "random")), args.algo)
-    if buffer_class is not None:
-        hp["rollout_buffer_class"] = buffer_class
+    apply_buffer_options(hp, args.algo)
     for key in SETUP_KEYS:
         hp.pop(key, None)
 
@@ -599,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--kl-coef needs an on-policy algorithm (ppo, a2c, trpo, maskable_ppo, reinforce)"
             )
         callbacks.append(KLPenaltyCallback(coef=kl_coef, target_kl=kl_target, horizon=kl_horizon))
+    if args.env_id.startswith("lmgym/MultiTask"):
+        callbacks.append(PerTaskLogger())
     evaluator = None
     if args.eval_freq >= 0:
         evaluator = _eval_callback_class()(

@@ -26,6 +26,7 @@ AGENTS_ONLY = (
     "kl_target",
     "kl_horizon",
     "minibatch",
+    "advantages",
     "reward_overrides",
 )
 
