@@ -256,6 +256,20 @@ def plot(records: list[dict[str, Any]], out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+def spec_description(name: str) -> str:
+    """What a spec's table shows: the leading comment of ``benchmarks/specs/<name>.yml``
+    (budget, split, seeds and what the comparison does not show), as one paragraph."""
+    path = HERE / "specs" / f"{name}.yml"
+    if not path.is_file():
+        return f"**Spec `{name}`** (no spec file: records only)."
+    comment = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    return f"**Spec `{name}`** (`benchmarks/specs/{name}.yml`): " + " ".join(comment)
+
+
 def build(
     results: list[Path], output: Path, plots_dir: Path, throughput: Path | None = None
 ) -> list[Path]:
@@ -266,7 +280,8 @@ def build(
         records = read_records(folder)
         if not records:
             continue
-        sections.append(markdown(records, f"Leaderboard: spec `{folder.name}`").split("\n", 1)[1])
+        table = markdown(records, f"Leaderboard: spec `{folder.name}`").split("\n", 1)[1]
+        sections.append(f"\n{spec_description(folder.name)}\n{table}")
         for path in plot(records, plots_dir, folder.name):
             sections.append(f"![{path.stem}](plots/{path.name})\n")
             written.append(path)

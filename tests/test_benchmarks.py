@@ -184,6 +184,14 @@ def test_derived_data_builds_topic_tsv_and_feeds_the_env(tmp_path, monkeypatch):
         prepare("nope")
 
 
+def test_each_leaderboard_table_says_what_it_shows():
+    """The report prefixes each spec's table with the spec's own comment (budget, split)."""
+    text = report.spec_description("recipe")
+    assert text.startswith("**Spec `recipe`** (`benchmarks/specs/recipe.yml`): The learning")
+    assert "test split" in text and "#" not in text
+    assert "no spec file" in report.spec_description("not-a-spec")
+
+
 def leaderboard_baselines() -> tuple[str, ...]:
     from benchmarks.runner import BASELINES
 
