@@ -152,12 +152,21 @@ def table(paths: list[str]) -> str:
     lines = ["| env | steps | learner | changes to the pre-recipe PPO | validation | seeds |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for (env, steps, learner, hp, policy, env_kwargs), scores in sorted(groups.items()):
-        changes = ", ".join(f"{k}={v}" for part in (hp, policy, env_kwargs)
-                            for k, v in json.loads(part).items()) or "none"  # fmt: skip
+        changes = ", ".join(f"{k}={_short(v)}" for part in (hp, policy, env_kwargs)
+                            for k, v in json.loads(part).items()
+                            if k not in ("text_column", "label_column")) or "none"  # fmt: skip
         spread = f" ± {np.std(scores, ddof=1):.3f}" if len(scores) > 1 else ""
         lines.append(f"| {env.split('/')[-1]} | {steps} | {learner} | {changes} | "
                      f"{np.mean(scores):.3f}{spread} | {len(scores)} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _short(value: Any) -> Any:
+    """``data_files={split: .../<name>/<split>.tsv}`` shown as the dataset folder's name."""
+    if isinstance(value, dict) and value and all(isinstance(v, str) for v in value.values()):
+        folders = {Path(v).parent.name for v in value.values()}
+        return folders.pop() if len(folders) == 1 else value
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
