@@ -40,8 +40,6 @@ ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
 SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
               "pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides",
               "minibatch", "advantages", "reward_overrides")  # fmt: skip
-#: metrics, in order of preference, that decide the best checkpoint
-PRIMARY_METRICS = ("entity_f1", "accuracy", "bleu", "f1", "exact_match", "mean_reward")
 
 
 @dataclass
@@ -329,6 +327,18 @@ def check_tokenizer(venv: Any, backbone: str) -> str | None:
     return None
 
 
+def primary_score(result: dict[str, Any]) -> float | None:
+    """The number that decides the best checkpoint: the first family metric
+    (:data:`lmgym.envs.core.FAMILY_METRIC`, in its order) that ``result`` holds, else its
+    ``mean_reward`` (SB3's ``evaluate_policy`` fallback), else ``None``."""
+    from lmgym.envs.core import FAMILY_METRIC
+
+    for metric in (*dict.fromkeys(FAMILY_METRIC.values()), "mean_reward"):
+        if metric in result:
+            return float(result[metric])
+    return None
+
+
 # -- callbacks ---------------------------------------------------------------------------
 def _eval_callback_class() -> type:
     from stable_baselines3.common.callbacks import BaseCallback
@@ -377,7 +387,7 @@ def _eval_callback_class() -> type:
                     and key != "timesteps"
                 ):
                     self.logger.record(f"eval/{key}", float(value))
-            score = next((float(result[m]) for m in PRIMARY_METRICS if m in result), None)
+            score = primary_score(result)
             if score is not None and score > self.best:
                 self.best = score
                 if self.best_path is not None:
@@ -645,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["warm_start_eval"] = summary_warm
             summary["best_eval"] = max(
                 evaluator.results,
-                key=lambda r: next((r[m] for m in PRIMARY_METRICS if m in r), -np.inf),
+                key=lambda r: -np.inf if primary_score(r) is None else primary_score(r),
             )
     print(json.dumps(summary, default=repr))
     venv.close()
