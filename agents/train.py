@@ -44,93 +44,64 @@ SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "
               "minibatch", "advantages", "reward_overrides")  # fmt: skip
 
 
+def arg(help: str, default: Any = None, **kwargs: Any) -> Any:
+    """A field of :class:`Args`: its ``--help`` text and default (``default_factory=`` and
+    ``positional=True`` also work)."""
+    positional = {"positional": True} if kwargs.pop("positional", False) else {}
+    if "default_factory" not in kwargs and not positional:
+        kwargs["default"] = default
+    return field(metadata={"help": help, **positional}, **kwargs)
+
+
 @dataclass
 class Args:
     """Command-line arguments (``--help`` shows each field's help)."""
 
-    env_id: str = field(metadata={"help": "env id, e.g. lmgym/SST2-v0", "positional": True})
-    algo: str = field(default="ppo", metadata={"help": f"one of {', '.join(ALGOS)}"})
-    backbone: str | None = field(
-        default=None,
-        metadata={"help": "tiny | minilm | a from_pretrained folder (default: the YAML's)"},
+    env_id: str = arg("env id, e.g. lmgym/SST2-v0", positional=True)
+    algo: str = arg(f"one of {', '.join(ALGOS)}", "ppo")
+    backbone: str | None = arg("tiny | minilm | a from_pretrained folder (default: the YAML's)")
+    total_timesteps: int | None = arg("env steps to train (default: the YAML's)")
+    seed: int = arg("random seed (envs, torch, numpy)", 0)
+    device: str = arg("cpu | cuda | auto", "auto")
+    n_envs: int | None = arg("parallel envs (default: the YAML's)")
+    eval_freq: int = arg(
+        "evaluate every N env steps on the validation split (0 = only at the end, -1 = never)", 0
     )
-    total_timesteps: int | None = field(
-        default=None, metadata={"help": "env steps to train (default: the YAML's)"}
+    eval_max_examples: int | None = arg("validation examples per evaluation (None = all)", 500)
+    checkpoint_freq: int = arg("save model.zip every N env steps (0 = only at the end)", 0)
+    log_interval: int | None = arg(
+        "write a progress.csv row every N iterations (default: the algorithm's)"
     )
-    seed: int = field(default=0, metadata={"help": "random seed (envs, torch, numpy)"})
-    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
-    n_envs: int | None = field(
-        default=None, metadata={"help": "parallel envs (default: the YAML's)"}
+    log_dir: str = arg("folder holding one sub-folder per run", "runs")
+    run_name: str | None = arg("run folder name (default env__algo__seed__time)")
+    save_path: str | None = arg("model zip (default <log-dir>/<run>/model.zip)")
+    resume: bool = arg("continue from --save-path instead of starting fresh", False)
+    hyperparams: str | None = arg("YAML file to read instead of agents/hyperparams/<algo>.yml")
+    hp: list[str] = arg(
+        "override a hyperparameter: KEY=VALUE (YAML value), repeatable", default_factory=list
     )
-    eval_freq: int = field(
-        default=0,
-        metadata={
-            "help": "evaluate every N env steps on the validation split (0 = only at the end, -1 = never)"
-        },
+    env_kwarg: list[str] = arg(
+        "gym.make kwarg KEY=VALUE (YAML value), repeatable", default_factory=list
     )
-    eval_max_examples: int | None = field(
-        default=500, metadata={"help": "validation examples per evaluation (None = all)"}
+    data_dir: str | None = arg("data folder passed to gym.make (or 'sample')")
+    pretrain_steps: int | None = arg(
+        "behaviour-cloning steps before RL (default: the YAML's, else 0)"
     )
-    checkpoint_freq: int = field(
-        default=0, metadata={"help": "save model.zip every N env steps (0 = only at the end)"}
+    warm_start: int | None = arg(
+        "supervised warm start on N labelled env steps before RL (the leaderboard's "
+        "supervised recipe: batch_size, n_epochs and learning_rate of the YAML, or "
+        "--hp pretrain_lr=...); the warm start is evaluated at step 0, so best_model.zip "
+        "is never worse on validation"
     )
-    log_interval: int | None = field(
-        default=None,
-        metadata={"help": "write a progress.csv row every N iterations (default: the algorithm's)"},
+    kl_coef: float | None = arg("KL penalty toward the starting policy (0 = off)")
+    kl_target: float | None = arg(
+        "adapt the KL coefficient toward this per-step KL (Ziegler et al.)"
     )
-    log_dir: str = field(default="runs", metadata={"help": "folder holding one sub-folder per run"})
-    run_name: str | None = field(
-        default=None, metadata={"help": "run folder name (default env__algo__seed__time)"}
-    )
-    save_path: str | None = field(
-        default=None, metadata={"help": "model zip (default <log-dir>/<run>/model.zip)"}
-    )
-    resume: bool = field(
-        default=False, metadata={"help": "continue from --save-path instead of starting fresh"}
-    )
-    hyperparams: str | None = field(
-        default=None,
-        metadata={"help": "YAML file to read instead of agents/hyperparams/<algo>.yml"},
-    )
-    hp: list[str] = field(
-        default_factory=list,
-        metadata={"help": "override a hyperparameter: KEY=VALUE (YAML value), repeatable"},
-    )
-    env_kwarg: list[str] = field(
-        default_factory=list, metadata={"help": "gym.make kwarg KEY=VALUE (YAML value), repeatable"}
-    )
-    data_dir: str | None = field(
-        default=None, metadata={"help": "data folder passed to gym.make (or 'sample')"}
-    )
-    pretrain_steps: int | None = field(
-        default=None,
-        metadata={"help": "behaviour-cloning steps before RL (default: the YAML's, else 0)"},
-    )
-    warm_start: int | None = field(
-        default=None,
-        metadata={
-            "help": "supervised warm start on N labelled env steps before RL (the leaderboard's "
-            "supervised recipe: batch_size, n_epochs and learning_rate of the YAML, or "
-            "--hp pretrain_lr=...); the warm start is evaluated at step 0, so best_model.zip "
-            "is never worse on validation"
-        },
-    )
-    kl_coef: float | None = field(
-        default=None, metadata={"help": "KL penalty toward the starting policy (0 = off)"}
-    )
-    kl_target: float | None = field(
-        default=None,
-        metadata={"help": "adapt the KL coefficient toward this per-step KL (Ziegler et al.)"},
-    )
-    dtype: str | None = field(
-        default=None, metadata={"help": "bf16 | fp16 autocast of the encoder (GPU)"}
-    )
-    compile: bool = field(default=False, metadata={"help": "torch.compile the encoder (GPU)"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
-    progress_bar: bool | None = field(
-        default=None, metadata={"help": "show a progress bar (default: when stdout is a terminal)"}
-    )
-    verbose: int = field(default=1, metadata={"help": "0 quiet, 1 SB3 logs to stdout"})
+    dtype: str | None = arg("bf16 | fp16 autocast of the encoder (GPU)")
+    compile: bool = arg("torch.compile the encoder (GPU)", False)
+    threads: int | None = arg("torch CPU threads")
+    progress_bar: bool | None = arg("show a progress bar (default: when stdout is a terminal)")
+    verbose: int = arg("0 quiet, 1 SB3 logs to stdout", 1)
 
 
 def _flag_type(annotation: Any) -> Any:
