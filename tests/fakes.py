@@ -39,6 +39,19 @@ class FakeEnv(gym.Env):
         self.max_length = max_length
         self.tokenizer = None
 
+    def _define_spaces(self, n_actions: int, **entries: spaces.Box) -> None:
+        """``Discrete(n_actions)`` and the lmgym observation layout: token rows of
+        ``max_length``, the family's ``entries``, ``action_mask`` (as ``define_spaces``)."""
+        self.action_space = spaces.Discrete(n_actions)
+        self.observation_space = spaces.Dict(
+            {
+                "input_ids": _box(self.vocab_size - 1, self.max_length),
+                "attention_mask": _box(1, self.max_length, dtype=np.int8),
+                **entries,
+                "action_mask": _box(1, n_actions, dtype=np.int8),
+            }
+        )
+
     # subclasses -------------------------------------------------------------------
     def _new_episode(self) -> None:
         raise NotImplementedError
@@ -91,14 +104,7 @@ class FakeClassificationEnv(FakeEnv):
     def __init__(self, n_labels: int = 3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_labels = n_labels
-        self.action_space = spaces.Discrete(n_labels)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, self.max_length),
-                "attention_mask": _box(1, self.max_length, dtype=np.int8),
-                "action_mask": _box(1, n_labels, dtype=np.int8),
-            }
-        )
+        self._define_spaces(n_labels)
 
     def _new_episode(self) -> None:
         self.label = int(self.np_random.integers(self.n_labels))
@@ -130,15 +136,10 @@ class FakeNEREnv(FakeEnv):
     def __init__(self, n_tags: int = 3, max_words: int = 8, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_tags, self.max_words = n_tags, max_words
-        self.action_space = spaces.Discrete(n_tags)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, self.max_length),
-                "attention_mask": _box(1, self.max_length, dtype=np.int8),
-                "position": _box(self.max_length - 1, 1),
-                "prev_tags": _box(n_tags - 1, max_words, low=-1),
-                "action_mask": _box(1, n_tags, dtype=np.int8),
-            }
+        self._define_spaces(
+            n_tags,
+            position=_box(self.max_length - 1, 1),
+            prev_tags=_box(n_tags - 1, max_words, low=-1),
         )
 
     def _new_episode(self) -> None:
@@ -179,16 +180,11 @@ class FakeQAEnv(FakeEnv):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         L = self.max_length
-        self.action_space = spaces.Discrete(L)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, L),
-                "attention_mask": _box(1, L, dtype=np.int8),
-                "token_type_ids": _box(1, L, dtype=np.int8),
-                "stage": _box(1, 1),
-                "start": _box(L - 1, 1, low=-1),
-                "action_mask": _box(1, L, dtype=np.int8),
-            }
+        self._define_spaces(
+            L,
+            token_type_ids=_box(1, L, dtype=np.int8),
+            stage=_box(1, 1),
+            start=_box(L - 1, 1, low=-1),
         )
 
     def _new_episode(self) -> None:
@@ -242,15 +238,10 @@ class FakeMultipleChoiceEnv(FakeEnv):
         kwargs.setdefault("max_length", 3 + 3 * max_choices)
         super().__init__(**kwargs)
         self.max_choices = max_choices
-        self.action_space = spaces.Discrete(max_choices)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, self.max_length),
-                "attention_mask": _box(1, self.max_length, dtype=np.int8),
-                "token_type_ids": _box(1, self.max_length, dtype=np.int8),
-                "choice_positions": _box(self.max_length - 1, max_choices, low=-1),
-                "action_mask": _box(1, max_choices, dtype=np.int8),
-            }
+        self._define_spaces(
+            max_choices,
+            token_type_ids=_box(1, self.max_length, dtype=np.int8),
+            choice_positions=_box(self.max_length - 1, max_choices, low=-1),
         )
 
     def _new_episode(self) -> None:
@@ -298,15 +289,10 @@ class FakeTranslationEnv(FakeEnv):
     def __init__(self, target_vocab: int = 8, max_target_length: int = 6, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target_vocab, self.T = target_vocab, max_target_length
-        self.action_space = spaces.Discrete(target_vocab)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, self.max_length),
-                "attention_mask": _box(1, self.max_length, dtype=np.int8),
-                "target_ids": _box(target_vocab - 1, max_target_length),
-                "target_mask": _box(1, max_target_length, dtype=np.int8),
-                "action_mask": _box(1, target_vocab, dtype=np.int8),
-            }
+        self._define_spaces(
+            target_vocab,
+            target_ids=_box(target_vocab - 1, max_target_length),
+            target_mask=_box(1, max_target_length, dtype=np.int8),
         )
 
     def _new_episode(self) -> None:
