@@ -68,6 +68,17 @@ class FakeEnv(gym.Env):
     def expert_action(self) -> int:
         raise NotImplementedError
 
+    def _observation(self, **entries: np.ndarray) -> dict[str, np.ndarray]:
+        """The observation of ``self.tokens``: token rows, the family's ``entries`` and
+        ``action_mask`` (the layout :meth:`_define_spaces` declares)."""
+        ids, mask = self._ids(self.tokens)
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            **entries,
+            "action_mask": self.action_masks().astype(np.int8),
+        }
+
     # gym API ----------------------------------------------------------------------
     def _ids(self, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
         ids = np.zeros(self.max_length, dtype=np.int32)
@@ -114,12 +125,7 @@ class FakeClassificationEnv(FakeEnv):
         self.tokens = [CLS, *words, SEP]
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation()
 
     def _apply(self, action: int) -> tuple[float, bool]:
         return float(action == self.label), True
@@ -151,15 +157,11 @@ class FakeNEREnv(FakeEnv):
         self.prev = np.full(self.max_words, -1, dtype=np.int32)
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
         position = np.array([0 if self.done else 1 + self.t], dtype=np.int32)
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "position": position,
-            "prev_tags": self.prev.copy(),
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation(
+            position=position,
+            prev_tags=self.prev.copy(),
+        )
 
     def _apply(self, action: int) -> tuple[float, bool]:
         reward = float(action == self.gold[self.t])
@@ -201,17 +203,13 @@ class FakeQAEnv(FakeEnv):
         self.stage, self.start = 0, -1
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
         types = np.zeros(self.max_length, dtype=np.int8)
         types[self.context_start : len(self.tokens)] = 1
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "token_type_ids": types,
-            "stage": np.array([self.stage], dtype=np.int32),
-            "start": np.array([self.start], dtype=np.int32),
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation(
+            token_type_ids=types,
+            stage=np.array([self.stage], dtype=np.int32),
+            start=np.array([self.start], dtype=np.int32),
+        )
 
     def action_masks(self) -> np.ndarray:
         mask = np.zeros(self.max_length, dtype=bool)
@@ -258,16 +256,12 @@ class FakeMultipleChoiceEnv(FakeEnv):
         self.tokens = tokens
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
         types = np.zeros(self.max_length, dtype=np.int8)
         types[3 : len(self.tokens)] = 1
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "token_type_ids": types,
-            "choice_positions": self.positions.copy(),
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation(
+            token_type_ids=types,
+            choice_positions=self.positions.copy(),
+        )
 
     def action_masks(self) -> np.ndarray:
         return np.arange(self.max_choices) < self.n_choices
@@ -303,17 +297,13 @@ class FakeTranslationEnv(FakeEnv):
         self.written: list[int] = []
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
         target = np.zeros(self.T, dtype=np.int32)
         target[: len(self.written)] = self.written
         target_mask = (np.arange(self.T) < len(self.written)).astype(np.int8)
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "target_ids": target,
-            "target_mask": target_mask,
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation(
+            target_ids=target,
+            target_mask=target_mask,
+        )
 
     def action_masks(self) -> np.ndarray:
         mask = np.ones(self.target_vocab, dtype=bool)
