@@ -28,6 +28,8 @@ import json
 import os
 import sys
 import time
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,128 +42,98 @@ ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
 SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
               "pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides",
               "minibatch", "advantages", "reward_overrides")  # fmt: skip
-#: metrics, in order of preference, that decide the best checkpoint
-PRIMARY_METRICS = ("entity_f1", "accuracy", "bleu", "f1", "exact_match", "mean_reward")
+
+
+def arg(help: str, default: Any = None, **kwargs: Any) -> Any:
+    """A field of :class:`Args`: its ``--help`` text and default (``default_factory=`` and
+    ``positional=True`` also work)."""
+    positional = {"positional": True} if kwargs.pop("positional", False) else {}
+    if "default_factory" not in kwargs and not positional:
+        kwargs["default"] = default
+    return field(metadata={"help": help, **positional}, **kwargs)
 
 
 @dataclass
 class Args:
     """Command-line arguments (``--help`` shows each field's help)."""
 
-    env_id: str = field(metadata={"help": "env id, e.g. lmgym/SST2-v0", "positional": True})
-    algo: str = field(default="ppo", metadata={"help": f"one of {', '.join(ALGOS)}"})
-    backbone: str | None = field(
-        default=None,
-        metadata={"help": "tiny | minilm | a from_pretrained folder (default: the YAML's)"},
+    env_id: str = arg("env id, e.g. lmgym/SST2-v0", positional=True)
+    algo: str = arg(f"one of {', '.join(ALGOS)}", "ppo")
+    backbone: str | None = arg("tiny | minilm | a from_pretrained folder (default: the YAML's)")
+    total_timesteps: int | None = arg("env steps to train (default: the YAML's)")
+    seed: int = arg("random seed (envs, torch, numpy)", 0)
+    device: str = arg("cpu | cuda | auto", "auto")
+    n_envs: int | None = arg("parallel envs (default: the YAML's)")
+    eval_freq: int = arg(
+        "evaluate every N env steps on the validation split (0 = only at the end, -1 = never)", 0
     )
-    total_timesteps: int | None = field(
-        default=None, metadata={"help": "env steps to train (default: the YAML's)"}
+    eval_max_examples: int | None = arg("validation examples per evaluation (None = all)", 500)
+    checkpoint_freq: int = arg("save model.zip every N env steps (0 = only at the end)", 0)
+    log_interval: int | None = arg(
+        "write a progress.csv row every N iterations (default: the algorithm's)"
     )
-    seed: int = field(default=0, metadata={"help": "random seed (envs, torch, numpy)"})
-    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
-    n_envs: int | None = field(
-        default=None, metadata={"help": "parallel envs (default: the YAML's)"}
+    log_dir: str = arg("folder holding one sub-folder per run", "runs")
+    run_name: str | None = arg("run folder name (default env__algo__seed__time)")
+    save_path: str | None = arg("model zip (default <log-dir>/<run>/model.zip)")
+    resume: bool = arg("continue from --save-path instead of starting fresh", False)
+    hyperparams: str | None = arg("YAML file to read instead of agents/hyperparams/<algo>.yml")
+    hp: list[str] = arg(
+        "override a hyperparameter: KEY=VALUE (YAML value), repeatable", default_factory=list
     )
-    eval_freq: int = field(
-        default=0,
-        metadata={
-            "help": "evaluate every N env steps on the validation split (0 = only at the end, -1 = never)"
-        },
+    env_kwarg: list[str] = arg(
+        "gym.make kwarg KEY=VALUE (YAML value), repeatable", default_factory=list
     )
-    eval_max_examples: int | None = field(
-        default=500, metadata={"help": "validation examples per evaluation (None = all)"}
+    data_dir: str | None = arg("data folder passed to gym.make (or 'sample')")
+    pretrain_steps: int | None = arg(
+        "behaviour-cloning steps before RL (default: the YAML's, else 0)"
     )
-    checkpoint_freq: int = field(
-        default=0, metadata={"help": "save model.zip every N env steps (0 = only at the end)"}
+    warm_start: int | None = arg(
+        "supervised warm start on N labelled env steps before RL (the leaderboard's "
+        "supervised recipe: batch_size, n_epochs and learning_rate of the YAML, or "
+        "--hp pretrain_lr=...); the warm start is evaluated at step 0, so best_model.zip "
+        "is never worse on validation"
     )
-    log_interval: int | None = field(
-        default=None,
-        metadata={"help": "write a progress.csv row every N iterations (default: the algorithm's)"},
+    kl_coef: float | None = arg("KL penalty toward the starting policy (0 = off)")
+    kl_target: float | None = arg(
+        "adapt the KL coefficient toward this per-step KL (Ziegler et al.)"
     )
-    log_dir: str = field(default="runs", metadata={"help": "folder holding one sub-folder per run"})
-    run_name: str | None = field(
-        default=None, metadata={"help": "run folder name (default env__algo__seed__time)"}
-    )
-    save_path: str | None = field(
-        default=None, metadata={"help": "model zip (default <log-dir>/<run>/model.zip)"}
-    )
-    resume: bool = field(
-        default=False, metadata={"help": "continue from --save-path instead of starting fresh"}
-    )
-    hyperparams: str | None = field(
-        default=None,
-        metadata={"help": "YAML file to read instead of agents/hyperparams/<algo>.yml"},
-    )
-    hp: list[str] = field(
-        default_factory=list,
-        metadata={"help": "override a hyperparameter: KEY=VALUE (YAML value), repeatable"},
-    )
-    env_kwarg: list[str] = field(
-        default_factory=list, metadata={"help": "gym.make kwarg KEY=VALUE (YAML value), repeatable"}
-    )
-    data_dir: str | None = field(
-        default=None, metadata={"help": "data folder passed to gym.make (or 'sample')"}
-    )
-    pretrain_steps: int | None = field(
-        default=None,
-        metadata={"help": "behaviour-cloning steps before RL (default: the YAML's, else 0)"},
-    )
-    warm_start: int | None = field(
-        default=None,
-        metadata={
-            "help": "supervised warm start on N labelled env steps before RL (the leaderboard's "
-            "supervised recipe: batch_size, n_epochs and learning_rate of the YAML, or "
-            "--hp pretrain_lr=...); the warm start is evaluated at step 0, so best_model.zip "
-            "is never worse on validation"
-        },
-    )
-    kl_coef: float | None = field(
-        default=None, metadata={"help": "KL penalty toward the starting policy (0 = off)"}
-    )
-    kl_target: float | None = field(
-        default=None,
-        metadata={"help": "adapt the KL coefficient toward this per-step KL (Ziegler et al.)"},
-    )
-    dtype: str | None = field(
-        default=None, metadata={"help": "bf16 | fp16 autocast of the encoder (GPU)"}
-    )
-    compile: bool = field(default=False, metadata={"help": "torch.compile the encoder (GPU)"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads"})
-    progress_bar: bool | None = field(
-        default=None, metadata={"help": "show a progress bar (default: when stdout is a terminal)"}
-    )
-    verbose: int = field(default=1, metadata={"help": "0 quiet, 1 SB3 logs to stdout"})
+    dtype: str | None = arg("bf16 | fp16 autocast of the encoder (GPU)")
+    compile: bool = arg("torch.compile the encoder (GPU)", False)
+    threads: int | None = arg("torch CPU threads")
+    progress_bar: bool | None = arg("show a progress bar (default: when stdout is a terminal)")
+    verbose: int = arg("0 quiet, 1 SB3 logs to stdout", 1)
+
+
+def _flag_type(annotation: Any) -> Any:
+    """The type a flag parses: ``X`` of ``X | None``, else the annotation itself."""
+    members = typing.get_args(annotation)
+    if type(None) in members and len(members) == 2:
+        return next(m for m in members if m is not type(None))
+    return annotation
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """An argparse parser generated from :class:`Args`."""
+    """An argparse parser generated from the typed fields of :class:`Args`.
+
+    ``bool`` fields become ``--flag/--no-flag``, ``list[str]`` fields repeatable
+    ``--flag KEY=VALUE``, every other field ``--flag VALUE`` parsed by its type.
+    """
     parser = argparse.ArgumentParser(prog="agents.train", description=__doc__.splitlines()[0])
+    hints = typing.get_type_hints(Args)
     for f in dataclasses.fields(Args):
-        help_text = f.metadata.get("help", "")
+        help_text, kind = f.metadata.get("help", ""), _flag_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         if f.metadata.get("positional"):
             parser.add_argument(f.name, help=help_text)
-        elif f.type in ("bool", bool) or f.type == "bool | None":
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=help_text,
-            )
-        elif f.type == "list[str]":
-            parser.add_argument(
-                flag, dest=f.name, action="append", default=[], metavar="KEY=VALUE", help=help_text
-            )
+        elif kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=f.default, help=help_text)  # fmt: skip
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(flag, dest=f.name, action="append", default=[],
+                                metavar="KEY=VALUE", help=help_text)  # fmt: skip
         else:
-            kind = {"int": int, "int | None": int, "float | None": float}.get(str(f.type), str)
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                type=kind,
-                default=f.default,
-                help=f"{help_text} (default: {f.default})",
-            )
+            parser.add_argument(flag, dest=f.name, type=kind, default=f.default,
+                                help=f"{help_text} (default: {f.default})")  # fmt: skip
     return parser
 
 
@@ -329,6 +301,18 @@ def check_tokenizer(venv: Any, backbone: str) -> str | None:
     return None
 
 
+def primary_score(result: dict[str, Any]) -> float | None:
+    """The number that decides the best checkpoint: the first family metric
+    (:data:`lmgym.envs.core.FAMILY_METRIC`, in its order) that ``result`` holds, else its
+    ``mean_reward`` (SB3's ``evaluate_policy`` fallback), else ``None``."""
+    from lmgym.envs.core import FAMILY_METRIC
+
+    for metric in (*dict.fromkeys(FAMILY_METRIC.values()), "mean_reward"):
+        if metric in result:
+            return float(result[metric])
+    return None
+
+
 # -- callbacks ---------------------------------------------------------------------------
 def _eval_callback_class() -> type:
     from stable_baselines3.common.callbacks import BaseCallback
@@ -377,7 +361,7 @@ def _eval_callback_class() -> type:
                     and key != "timesteps"
                 ):
                     self.logger.record(f"eval/{key}", float(value))
-            score = next((float(result[m]) for m in PRIMARY_METRICS if m in result), None)
+            score = primary_score(result)
             if score is not None and score > self.best:
                 self.best = score
                 if self.best_path is not None:
@@ -454,28 +438,31 @@ def _checkpoint_callback_class() -> type:
     return CheckpointCallback
 
 
-# -- main --------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m agents.train`` and ``lmgym train``; returns an exit code."""
-    args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch as th
-    from stable_baselines3.common.callbacks import CallbackList
-    from stable_baselines3.common.logger import configure
+# -- setup from hyperparameters ------------------------------------------------------------
+@dataclass
+class Plan:
+    """What the hyperparameters resolve to: the run's settings beyond :class:`Args`."""
 
-    from agents import resume
+    algo_kwargs: dict[str, Any]  # algorithm constructor arguments (the rest of the entry)
+    backbone: str
+    n_envs: int
+    total_timesteps: int
+    make_kwargs: dict[str, Any]  # gym.make kwargs
+    policy: str
+    policy_kwargs: dict[str, Any]  # the YAML's; :func:`full_policy_kwargs` adds the env's
+    pretrain_steps: int
+    pretrain_lr: float
+    warm_start_lr: float | None  # None: the algorithm's own learning rate
+    kl_coef: float
+    kl_target: float | None
+    kl_horizon: int
+
+
+def resolve_hyperparams(args: Args) -> Plan:
+    """YAML default <- env entry <- backbone override <- ``--hp``, split into the run's
+    settings and the algorithm's constructor arguments; flags win over the YAML."""
     from agents.buffers import apply_buffer_options
-    from agents.evaluate import algorithms, load_model, save_model
-    from agents.kl import KLPenaltyCallback
-    from agents.multitask import PerTaskLogger
-    from agents.policies import env_policy_kwargs
-    from agents.pretrain import pretrain
 
-    if args.threads:
-        th.set_num_threads(args.threads)
-    _register_envs(args.env_id)
-
-    # hyperparameters: YAML default <- env entry <- backbone override <- --hp
     hp = load_hyperparams(args.algo, args.env_id, args.backbone, args.hyperparams)
     cli_hp = _key_values(args.hp, "--hp")
     hp.update(cli_hp)
@@ -507,7 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     apply_buffer_options(hp, args.algo)
     for key in SETUP_KEYS:
         hp.pop(key, None)
+    return Plan(hp, backbone, n_envs, total_timesteps, make_kwargs, policy_name, policy_kwargs,
+                pretrain_steps, pretrain_lr, warm_start_lr, kl_coef, kl_target, kl_horizon)  # fmt: skip
 
+
+def run_paths(args: Args) -> tuple[str, Path, Path]:
+    """``(run name, run folder, model path)``; the folder is created. A resumed run keeps
+    the name of the folder its ``--save-path`` lies in."""
     name = args.run_name or (
         Path(args.save_path).parent.name
         if args.resume and args.save_path
@@ -516,19 +509,32 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.log_dir) / name
     save_path = Path(args.save_path) if args.save_path else run_dir / "model.zip"
     run_dir.mkdir(parents=True, exist_ok=True)
+    return name, run_dir, save_path
 
-    venv = make_env(args.env_id, n_envs, args.seed, make_kwargs)
-    warning = check_tokenizer(venv, backbone)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
 
-    policy_kwargs = {"backbone": backbone, **env_policy_kwargs(venv), **policy_kwargs}
+def full_policy_kwargs(args: Args, plan: Plan, venv: Any) -> dict[str, Any]:
+    """The policy's kwargs: backbone, what the env implies, the YAML's, then the GPU flags."""
+    from agents.policies import env_policy_kwargs
+
+    policy_kwargs = {"backbone": plan.backbone, **env_policy_kwargs(venv), **plan.policy_kwargs}
     if args.algo == "trpo":
         policy_kwargs.setdefault("attention_backend", "math")
     if args.dtype:
         policy_kwargs["dtype"] = args.dtype
     if args.compile:
         policy_kwargs["compile"] = True
+    return policy_kwargs
+
+
+def build_model(
+    args: Args, plan: Plan, policy_kwargs: dict[str, Any], venv: Any, run_dir: Path, save_path: Path
+) -> tuple[Any, list[str] | None]:
+    """A fresh model, or with ``--resume`` the saved one (plus the run's previous
+    ``progress.csv`` lines), logging to ``run_dir`` (stdout, csv, TensorBoard if installed)."""
+    from stable_baselines3.common.logger import configure
+
+    from agents import resume
+    from agents.evaluate import algorithms, load_model
 
     algo_cls = algorithms()[args.algo]
     previous_csv = None
@@ -546,8 +552,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     else:
         model = algo_cls(
-            policy_class(policy_name), venv, seed=args.seed, device=args.device, verbose=0,
-            policy_kwargs=policy_kwargs, **hp,
+            policy_class(plan.policy), venv, seed=args.seed, device=args.device, verbose=0,
+            policy_kwargs=policy_kwargs, **plan.algo_kwargs,
         )  # fmt: skip
     formats = (
         (["stdout"] if args.verbose else [])
@@ -555,99 +561,193 @@ def main(argv: list[str] | None = None) -> int:
         + (["tensorboard"] if _tensorboard_available() else [])
     )
     model.set_logger(configure(str(run_dir), formats))
+    return model, previous_csv
 
-    facts = {"run_name": name, "seed": args.seed, "backbone": backbone, "hyperparams": hp}
 
-    callbacks: list[Any] = []
+def make_saver(
+    model: Any, callbacks: list[Any], args: Args, plan: Plan, name: str
+) -> Callable[..., None]:
+    """``save(path, resume_state=False)``: the model zip + sidecar; with ``resume_state``
+    also the env episodes, RNGs and ``callbacks``' state (:mod:`agents.resume`)."""
+    from agents import resume
+    from agents.evaluate import save_model
+
+    facts = {"run_name": name, "seed": args.seed, "backbone": plan.backbone,
+             "hyperparams": plan.algo_kwargs}  # fmt: skip
 
     def save(path: Path, resume_state: bool = False) -> None:
         if resume_state:
             setattr(model, resume.RESUME_ATTR, resume.capture(model, callbacks))
         elif hasattr(model, resume.RESUME_ATTR):
             delattr(model, resume.RESUME_ATTR)
-        save_model(model, path, env_id=args.env_id, make_kwargs=make_kwargs, **facts)
+        save_model(model, path, env_id=args.env_id, make_kwargs=plan.make_kwargs, **facts)
 
+    return save
+
+
+def write_args_json(run_dir: Path, args: Args, plan: Plan, policy_kwargs: dict[str, Any]) -> None:
+    """``args.json``: the flags and what they resolved to."""
     (run_dir / "args.json").write_text(json.dumps({**dataclasses.asdict(args), "resolved": {
-        "n_envs": n_envs, "total_timesteps": total_timesteps, "make_kwargs": make_kwargs,
-        "policy": policy_name, "policy_kwargs": policy_kwargs, "algo_kwargs": hp,
+        "n_envs": plan.n_envs, "total_timesteps": plan.total_timesteps,
+        "make_kwargs": plan.make_kwargs, "policy": plan.policy, "policy_kwargs": policy_kwargs,
+        "algo_kwargs": plan.algo_kwargs,
     }}, indent=2, default=repr) + "\n")  # fmt: skip
 
-    if args.warm_start and not args.resume:
+
+def warm_start(model: Any, args: Args, plan: Plan) -> None:
+    """Before RL (not on ``--resume``): ``--warm-start`` (the supervised recipe: the
+    algorithm's batch size, epochs and learning rate) or ``--pretrain-steps`` of
+    behaviour cloning; their statistics are logged at step 0."""
+    from agents.pretrain import pretrain
+
+    if args.resume:
+        return
+    if args.warm_start:
         batch = int(getattr(model, "batch_size", None) or 64)
+        lr = plan.warm_start_lr
+        if lr is None:
+            lr = model.learning_rate(1.0) if callable(model.learning_rate) else model.learning_rate
         stats = pretrain(
             model, args.env_id, steps=max(1, -(-args.warm_start // batch)), batch_size=batch,
-            lr=float(warm_start_lr if warm_start_lr is not None else model.learning_rate(1.0)
-                     if callable(model.learning_rate) else model.learning_rate),
-            epochs=int(getattr(model, "n_epochs", 1) or 1), seed=args.seed, **make_kwargs,
+            lr=float(lr), epochs=int(getattr(model, "n_epochs", 1) or 1), seed=args.seed,
+            **plan.make_kwargs,
         )  # fmt: skip
         for key in ("initial_accuracy", "final_accuracy", "final_loss", "samples", "updates"):
             model.logger.record(f"warm_start/{key}", float(stats[key]))
         model.logger.dump(0)
-    elif pretrain_steps > 0 and not args.resume:
-        stats = pretrain(
-            model, args.env_id, steps=pretrain_steps, lr=pretrain_lr, seed=args.seed, **make_kwargs
-        )
-        model.logger.record("pretrain/initial_accuracy", stats["initial_accuracy"])
-        model.logger.record("pretrain/final_accuracy", stats["final_accuracy"])
-        model.logger.record("pretrain/final_loss", stats["final_loss"])
+    elif plan.pretrain_steps > 0:
+        stats = pretrain(model, args.env_id, steps=plan.pretrain_steps, lr=plan.pretrain_lr,
+                         seed=args.seed, **plan.make_kwargs)  # fmt: skip
+        for key in ("initial_accuracy", "final_accuracy", "final_loss"):
+            model.logger.record(f"pretrain/{key}", stats[key])
         model.logger.dump(0)
 
-    if kl_coef > 0:
+
+def build_callbacks(
+    args: Args, plan: Plan, model: Any, run_dir: Path, save: Callable[..., None], save_path: Path
+) -> tuple[list[Any], Any]:
+    """``(callbacks, evaluator)``: KL control, per-task logging (MultiTask), evaluation
+    (``evaluator``; ``None`` with ``--eval-freq -1``) and checkpoints, as the flags ask."""
+    from agents.kl import KLPenaltyCallback
+    from agents.multitask import PerTaskLogger
+
+    callbacks: list[Any] = []
+    if plan.kl_coef > 0:
         if not hasattr(model, "rollout_buffer"):
             raise SystemExit(
                 "--kl-coef needs an on-policy algorithm (ppo, a2c, trpo, maskable_ppo, reinforce)"
             )
-        callbacks.append(KLPenaltyCallback(coef=kl_coef, target_kl=kl_target, horizon=kl_horizon))
+        callbacks.append(
+            KLPenaltyCallback(coef=plan.kl_coef, target_kl=plan.kl_target, horizon=plan.kl_horizon)
+        )
     if args.env_id.startswith("lmgym/MultiTask"):
         callbacks.append(PerTaskLogger())
     evaluator = None
     if args.eval_freq >= 0:
+        evaluate = make_evaluator(args.env_id, plan.make_kwargs, args.eval_max_examples, args.seed)
         evaluator = _eval_callback_class()(
-            make_evaluator(args.env_id, make_kwargs, args.eval_max_examples, args.seed),
-            args.eval_freq, run_dir / "best_model.zip", save,
-        )  # fmt: skip
+            evaluate, args.eval_freq, run_dir / "best_model.zip", save
+        )
         callbacks.append(evaluator)
-        if args.warm_start and not args.resume:  # step 0: the warm start is a candidate best
-            evaluator.init_callback(model)
-            summary_warm = evaluator.run()
     if args.checkpoint_freq > 0:
         callbacks.append(_checkpoint_callback_class()(args.checkpoint_freq, save, save_path))
+    return callbacks, evaluator
 
-    progress = args.progress_bar if args.progress_bar is not None else sys.stdout.isatty()
+
+def _progress_bar(wanted: bool | None) -> bool:
+    """``--progress-bar`` (default: stdout is a terminal), if rich and tqdm are installed."""
+    progress = wanted if wanted is not None else sys.stdout.isatty()
     if progress:
         try:
             import rich  # noqa: F401
             import tqdm  # noqa: F401
         except ImportError:
-            progress = False
+            return False
+    return progress
+
+
+def learn(
+    model: Any, args: Args, plan: Plan, callbacks: list[Any], previous_csv: Any, name: str
+) -> None:
+    """``model.learn`` up to ``total_timesteps``; a resumed run first gets back its env
+    episodes, callbacks' state and RNGs, and counts on from its saved timesteps."""
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from agents import resume
+
+    progress = _progress_bar(args.progress_bar)
     if args.resume:
         resume.restore_env_and_callbacks(model, callbacks, previous_csv)
         resume.restore_rng(model)  # last: nothing may draw random numbers before learn
-    remaining = total_timesteps - (model.num_timesteps if args.resume else 0)
+    remaining = plan.total_timesteps - (model.num_timesteps if args.resume else 0)
     if remaining > 0:
         interval = {"log_interval": args.log_interval} if args.log_interval else {}
         model.learn(
             remaining, callback=CallbackList(callbacks), progress_bar=progress, **interval,
             reset_num_timesteps=not args.resume, tb_log_name=name,
         )  # fmt: skip
-    if evaluator is not None and evaluator.last_eval_step != model.num_timesteps:
-        evaluator.init_callback(model)
-        evaluator.run()
-    save(save_path, resume_state=True)
-    summary = {
+
+
+def summarise(
+    model: Any, evaluator: Any, run_dir: Path, save_path: Path, warm_eval: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The JSON line ``main`` prints: paths, timesteps, the last evaluation (and with a warm
+    start its step-0 evaluation and the best one)."""
+    summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "model": str(save_path),
         "timesteps": int(model.num_timesteps),
     }
     if evaluator is not None and evaluator.results:
         summary["eval"] = evaluator.results[-1]
-        if args.warm_start and not args.resume:
-            summary["warm_start_eval"] = summary_warm
-            summary["best_eval"] = max(
-                evaluator.results,
-                key=lambda r: next((r[m] for m in PRIMARY_METRICS if m in r), -np.inf),
-            )
-    print(json.dumps(summary, default=repr))
+        if warm_eval is not None:
+            summary["warm_start_eval"] = warm_eval
+
+            def score(result: dict[str, Any]) -> float:
+                value = primary_score(result)
+                return -np.inf if value is None else value
+
+            summary["best_eval"] = max(evaluator.results, key=score)
+    return summary
+
+
+# -- main --------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m agents.train`` and ``lmgym train``; returns an exit code."""
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch as th
+
+    if args.threads:
+        th.set_num_threads(args.threads)
+    _register_envs(args.env_id)
+    plan = resolve_hyperparams(args)
+    name, run_dir, save_path = run_paths(args)
+
+    venv = make_env(args.env_id, plan.n_envs, args.seed, plan.make_kwargs)
+    warning = check_tokenizer(venv, plan.backbone)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    policy_kwargs = full_policy_kwargs(args, plan, venv)
+    model, previous_csv = build_model(args, plan, policy_kwargs, venv, run_dir, save_path)
+    callbacks: list[Any] = []
+    save = make_saver(model, callbacks, args, plan, name)
+    write_args_json(run_dir, args, plan, policy_kwargs)
+
+    warm_start(model, args, plan)
+    added, evaluator = build_callbacks(args, plan, model, run_dir, save, save_path)
+    callbacks.extend(added)
+    warm_eval = None
+    if evaluator is not None and args.warm_start and not args.resume:
+        evaluator.init_callback(model)  # step 0: the warm start is a candidate best
+        warm_eval = evaluator.run()
+    learn(model, args, plan, callbacks, previous_csv, name)
+
+    if evaluator is not None and evaluator.last_eval_step != model.num_timesteps:
+        evaluator.init_callback(model)
+        evaluator.run()
+    save(save_path, resume_state=True)
+    print(json.dumps(summarise(model, evaluator, run_dir, save_path, warm_eval), default=repr))
     venv.close()
     return 0
 

@@ -116,6 +116,23 @@ def supervised_recipe(env: str, backbone: str) -> dict[str, Any]:
     }
 
 
+def _validation_score(model: Any, config: Any, metric: str, make_kwargs: dict[str, Any]) -> float:
+    """``metric`` of ``model`` on the first ``config.eval_examples`` validation examples
+    (one point of a learning curve)."""
+    result = lmgym.evaluate(
+        model, config.env, split="validation", max_examples=config.eval_examples, **make_kwargs
+    )
+    return float(result[metric])
+
+
+def _test_metrics(model: Any, config: Any, make_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The numeric metrics of ``model`` on the first ``config.test_examples`` test examples."""
+    result = lmgym.evaluate(
+        model, config.env, split="test", max_examples=config.test_examples, **make_kwargs
+    )
+    return _numbers(result)
+
+
 def _supervised(config: Any, metric: str) -> dict[str, Any]:
     from stable_baselines3 import PPO
 
@@ -150,19 +167,9 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
             **make_kwargs,
         )
         done += n
-        score = lmgym.evaluate(
-            model,
-            config.env,
-            split="validation",
-            max_examples=config.eval_examples,
-            **make_kwargs,
-        )[metric]
-        curve.append([done * batch, float(score)])
-    result = lmgym.evaluate(
-        model, config.env, split="test", max_examples=config.test_examples, **make_kwargs
-    )
+        curve.append([done * batch, _validation_score(model, config, metric, make_kwargs)])
     return {
-        "metrics": _numbers(result),
+        "metrics": _test_metrics(model, config, make_kwargs),
         "curve": curve,
         "steps": total * batch,
         "recipe": {**recipe, "updates": total * recipe["epochs"]},
@@ -201,15 +208,6 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
                     f"{run_setup(config)['make_kwargs']} that the baselines use"
                 )
             steps = int(model.num_timesteps)
-            score = lmgym.evaluate(
-                model,
-                config.env,
-                split="validation",
-                max_examples=config.eval_examples,
-                **make_kwargs,
-            )[metric]
-            curve.append([steps, float(score)])
-        result = lmgym.evaluate(
-            model, config.env, split="test", max_examples=config.test_examples, **make_kwargs
-        )
-    return {"metrics": _numbers(result), "curve": curve, "steps": steps, "make_kwargs": make_kwargs}
+            curve.append([steps, _validation_score(model, config, metric, make_kwargs)])
+        metrics = _test_metrics(model, config, make_kwargs)
+    return {"metrics": metrics, "curve": curve, "steps": steps, "make_kwargs": make_kwargs}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -112,6 +112,12 @@ def _overlapping_count(text: str, gram: str) -> int:
     return count
 
 
+def _bleu_analysis(reference: str) -> list:
+    """A fresh :class:`SentenceScorer` cache entry: the 13a words, their set, no n-grams yet."""
+    words = tokenize_13a(reference.rstrip()).split()
+    return [words, frozenset(words), {}]
+
+
 class SentenceScorer:
     """Sentence BLEU and chrF against a fixed list of references, equal to sacreBLEU's
     ``BLEU(effective_order=True).sentence_score(h, [r]).score`` (13a tokenisation,
@@ -149,28 +155,24 @@ class SentenceScorer:
         self._chrf_refs: dict[int, list] = {}
 
     # -- references, analysed once (each n-gram order on first need) ------------------------
-    def _bleu_ref(self, example: int) -> list:
-        """``[words, their set, {n: Counter of n-grams}]`` of reference ``example`` (13a)."""
-        cache = self._bleu_refs
+    def _cached(self, cache: dict[int, list], example: int, analyse: Callable[[str], list]) -> list:
+        """``analyse(reference)`` of ``example`` from ``cache`` (least-recently-used first;
+        the oldest entry goes once ``max_cached`` are held)."""
         ref = cache.pop(example, None)
         if ref is None:
             if len(cache) >= self.max_cached:
                 del cache[next(iter(cache))]
-            words = tokenize_13a(self.references[example].rstrip()).split()
-            ref = [words, frozenset(words), {}]
+            ref = analyse(self.references[example])
         cache[example] = ref
         return ref
 
+    def _bleu_ref(self, example: int) -> list:
+        """``[words, their set, {n: Counter of n-grams}]`` of reference ``example`` (13a)."""
+        return self._cached(self._bleu_refs, example, _bleu_analysis)
+
     def _chrf_ref(self, example: int) -> list:
         """``[characters without whitespace, {n: Counter of n-grams}]`` of reference ``example``."""
-        cache = self._chrf_refs
-        ref = cache.pop(example, None)
-        if ref is None:
-            if len(cache) >= self.max_cached:
-                del cache[next(iter(cache))]
-            ref = ["".join(self.references[example].split()), {}]
-        cache[example] = ref
-        return ref
+        return self._cached(self._chrf_refs, example, lambda text: ["".join(text.split()), {}])
 
     @staticmethod
     def _grams(orders: dict, n: int, seq: Any) -> dict:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import lmgym  # noqa: F401  (registers the envs)
@@ -41,6 +43,33 @@ EXPERT_FLOOR = {"entity_f1": 1.0, "accuracy": 1.0, "bleu": 95.0, "exact_match": 
 LMGYM_SPECS = sorted(
     (s for s in gym.registry.values() if s.namespace == "lmgym"), key=lambda s: s.id
 )
+
+
+def assert_same(a: Any, b: Any, path: str = "") -> None:
+    """Exact equality of (nested) observations, infos and step tuples: keys, dtypes, shapes
+    and values (``path`` names the place in failure messages)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict), f"{path}: dict vs {type(b)}"
+        assert set(a) == set(b), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for key in a:
+            assert_same(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, (tuple, list)):
+        assert isinstance(b, (tuple, list)) and len(a) == len(b), f"{path}: {type(a)} vs {type(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif a is None or b is None:
+        assert a is None and b is None, f"{path}: {a!r} vs {b!r}"
+    elif isinstance(a, np.ndarray) and a.dtype == object:
+        assert isinstance(b, np.ndarray) and b.dtype == object and a.shape == b.shape, (
+            f"{path}: object arrays differ"
+        )
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{path}[{i}]")
+    else:
+        x, y = np.asarray(a), np.asarray(b)
+        assert x.dtype == y.dtype, f"{path}: dtype {x.dtype} != {y.dtype}"
+        assert x.shape == y.shape, f"{path}: shape {x.shape} != {y.shape}"
+        np.testing.assert_array_equal(x, y, err_msg=path)
 
 
 def sample_kwargs(env_id: str) -> dict:

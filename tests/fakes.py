@@ -39,6 +39,19 @@ class FakeEnv(gym.Env):
         self.max_length = max_length
         self.tokenizer = None
 
+    def _define_spaces(self, n_actions: int, **entries: spaces.Box) -> None:
+        """``Discrete(n_actions)`` and the lmgym observation layout: token rows of
+        ``max_length``, the family's ``entries``, ``action_mask`` (as ``define_spaces``)."""
+        self.action_space = spaces.Discrete(n_actions)
+        self.observation_space = spaces.Dict(
+            {
+                "input_ids": _box(self.vocab_size - 1, self.max_length),
+                "attention_mask": _box(1, self.max_length, dtype=np.int8),
+                **entries,
+                "action_mask": _box(1, n_actions, dtype=np.int8),
+            }
+        )
+
     # subclasses -------------------------------------------------------------------
     def _new_episode(self) -> None:
         raise NotImplementedError
@@ -54,6 +67,17 @@ class FakeEnv(gym.Env):
 
     def expert_action(self) -> int:
         raise NotImplementedError
+
+    def _observation(self, **entries: np.ndarray) -> dict[str, np.ndarray]:
+        """The observation of ``self.tokens``: token rows, the family's ``entries`` and
+        ``action_mask`` (the layout :meth:`_define_spaces` declares)."""
+        ids, mask = self._ids(self.tokens)
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            **entries,
+            "action_mask": self.action_masks().astype(np.int8),
+        }
 
     # gym API ----------------------------------------------------------------------
     def _ids(self, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -91,14 +115,7 @@ class FakeClassificationEnv(FakeEnv):
     def __init__(self, n_labels: int = 3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_labels = n_labels
-        self.action_space = spaces.Discrete(n_labels)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, self.max_length),
-                "attention_mask": _box(1, self.max_length, dtype=np.int8),
-                "action_mask": _box(1, n_labels, dtype=np.int8),
-            }
-        )
+        self._define_spaces(n_labels)
 
     def _new_episode(self) -> None:
         self.label = int(self.np_random.integers(self.n_labels))
@@ -108,12 +125,7 @@ class FakeClassificationEnv(FakeEnv):
         self.tokens = [CLS, *words, SEP]
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation()
 
     def _apply(self, action: int) -> tuple[float, bool]:
         return float(action == self.label), True
@@ -130,15 +142,10 @@ class FakeNEREnv(FakeEnv):
     def __init__(self, n_tags: int = 3, max_words: int = 8, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_tags, self.max_words = n_tags, max_words
-        self.action_space = spaces.Discrete(n_tags)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, self.max_length),
-                "attention_mask": _box(1, self.max_length, dtype=np.int8),
-                "position": _box(self.max_length - 1, 1),
-                "prev_tags": _box(n_tags - 1, max_words, low=-1),
-                "action_mask": _box(1, n_tags, dtype=np.int8),
-            }
+        self._define_spaces(
+            n_tags,
+            position=_box(self.max_length - 1, 1),
+            prev_tags=_box(n_tags - 1, max_words, low=-1),
         )
 
     def _new_episode(self) -> None:
@@ -150,15 +157,11 @@ class FakeNEREnv(FakeEnv):
         self.prev = np.full(self.max_words, -1, dtype=np.int32)
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
         position = np.array([0 if self.done else 1 + self.t], dtype=np.int32)
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "position": position,
-            "prev_tags": self.prev.copy(),
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation(
+            position=position,
+            prev_tags=self.prev.copy(),
+        )
 
     def _apply(self, action: int) -> tuple[float, bool]:
         reward = float(action == self.gold[self.t])
@@ -179,16 +182,11 @@ class FakeQAEnv(FakeEnv):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         L = self.max_length
-        self.action_space = spaces.Discrete(L)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, L),
-                "attention_mask": _box(1, L, dtype=np.int8),
-                "token_type_ids": _box(1, L, dtype=np.int8),
-                "stage": _box(1, 1),
-                "start": _box(L - 1, 1, low=-1),
-                "action_mask": _box(1, L, dtype=np.int8),
-            }
+        self._define_spaces(
+            L,
+            token_type_ids=_box(1, L, dtype=np.int8),
+            stage=_box(1, 1),
+            start=_box(L - 1, 1, low=-1),
         )
 
     def _new_episode(self) -> None:
@@ -205,17 +203,13 @@ class FakeQAEnv(FakeEnv):
         self.stage, self.start = 0, -1
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
         types = np.zeros(self.max_length, dtype=np.int8)
         types[self.context_start : len(self.tokens)] = 1
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "token_type_ids": types,
-            "stage": np.array([self.stage], dtype=np.int32),
-            "start": np.array([self.start], dtype=np.int32),
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation(
+            token_type_ids=types,
+            stage=np.array([self.stage], dtype=np.int32),
+            start=np.array([self.start], dtype=np.int32),
+        )
 
     def action_masks(self) -> np.ndarray:
         mask = np.zeros(self.max_length, dtype=bool)
@@ -242,15 +236,10 @@ class FakeMultipleChoiceEnv(FakeEnv):
         kwargs.setdefault("max_length", 3 + 3 * max_choices)
         super().__init__(**kwargs)
         self.max_choices = max_choices
-        self.action_space = spaces.Discrete(max_choices)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, self.max_length),
-                "attention_mask": _box(1, self.max_length, dtype=np.int8),
-                "token_type_ids": _box(1, self.max_length, dtype=np.int8),
-                "choice_positions": _box(self.max_length - 1, max_choices, low=-1),
-                "action_mask": _box(1, max_choices, dtype=np.int8),
-            }
+        self._define_spaces(
+            max_choices,
+            token_type_ids=_box(1, self.max_length, dtype=np.int8),
+            choice_positions=_box(self.max_length - 1, max_choices, low=-1),
         )
 
     def _new_episode(self) -> None:
@@ -267,16 +256,12 @@ class FakeMultipleChoiceEnv(FakeEnv):
         self.tokens = tokens
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
         types = np.zeros(self.max_length, dtype=np.int8)
         types[3 : len(self.tokens)] = 1
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "token_type_ids": types,
-            "choice_positions": self.positions.copy(),
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation(
+            token_type_ids=types,
+            choice_positions=self.positions.copy(),
+        )
 
     def action_masks(self) -> np.ndarray:
         return np.arange(self.max_choices) < self.n_choices
@@ -298,15 +283,10 @@ class FakeTranslationEnv(FakeEnv):
     def __init__(self, target_vocab: int = 8, max_target_length: int = 6, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target_vocab, self.T = target_vocab, max_target_length
-        self.action_space = spaces.Discrete(target_vocab)
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": _box(self.vocab_size - 1, self.max_length),
-                "attention_mask": _box(1, self.max_length, dtype=np.int8),
-                "target_ids": _box(target_vocab - 1, max_target_length),
-                "target_mask": _box(1, max_target_length, dtype=np.int8),
-                "action_mask": _box(1, target_vocab, dtype=np.int8),
-            }
+        self._define_spaces(
+            target_vocab,
+            target_ids=_box(target_vocab - 1, max_target_length),
+            target_mask=_box(1, max_target_length, dtype=np.int8),
         )
 
     def _new_episode(self) -> None:
@@ -317,17 +297,13 @@ class FakeTranslationEnv(FakeEnv):
         self.written: list[int] = []
 
     def _obs(self) -> dict[str, np.ndarray]:
-        ids, mask = self._ids(self.tokens)
         target = np.zeros(self.T, dtype=np.int32)
         target[: len(self.written)] = self.written
         target_mask = (np.arange(self.T) < len(self.written)).astype(np.int8)
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "target_ids": target,
-            "target_mask": target_mask,
-            "action_mask": self.action_masks().astype(np.int8),
-        }
+        return self._observation(
+            target_ids=target,
+            target_mask=target_mask,
+        )
 
     def action_masks(self) -> np.ndarray:
         mask = np.ones(self.target_vocab, dtype=bool)

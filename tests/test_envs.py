@@ -12,7 +12,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import lmgym
-from tests.conftest import EXPERT_FLOOR, FAMILY_METRIC, LMGYM_SPECS, needs_real_data, sample_kwargs
+from tests.conftest import (
+    EXPERT_FLOOR,
+    FAMILY_METRIC,
+    LMGYM_SPECS,
+    assert_same,
+    needs_real_data,
+    sample_kwargs,
+)
 
 SINGLE_TASK_SPECS = [s for s in LMGYM_SPECS if "MultiTask" not in s.id]
 
@@ -30,19 +37,6 @@ def rollout(env: gym.Env, seed: int, steps: int = 60) -> list:
             obs, info = env.reset()
             trace.append((obs, info))
     return trace
-
-
-def assert_same(a, b) -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert_same(a[key], b[key])
-    elif isinstance(a, (tuple, list)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            assert_same(x, y)
-    else:
-        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("spec", LMGYM_SPECS, ids=lambda s: s.id)

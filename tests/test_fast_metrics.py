@@ -188,18 +188,23 @@ def test_sentence_scorer_equals_sacrebleu_on_multi30k_validation():
         assert len(set(got)) > 100  # the texts span a range of scores, not just 0 and 100
 
 
+def validation_vec(env_id: str, n: int, reward_mode: str):
+    """``n`` native vector envs of ``env_id`` on the real validation split."""
+    return gym.make_vec(
+        env_id,
+        num_envs=n,
+        vectorization_mode="vector_entry_point",
+        split="validation",
+        reward_mode=reward_mode,
+    )
+
+
 @needs_real_data
 @pytest.mark.data
 @pytest.mark.parametrize("mode", ["bleu", "chrf", "bleu_dense", "chrf_dense"])
 def test_translation_rewards_and_metrics_equal_sacrebleu_on_multi30k(mode):
     n = 16
-    env = gym.make_vec(
-        TRANSLATION,
-        num_envs=n,
-        vectorization_mode="vector_entry_point",
-        split="validation",
-        reward_mode=mode,
-    )
+    env = validation_vec(TRANSLATION, n, mode)
     core = env.unwrapped.core
     metric, dense = mode.split("_")[0], mode.endswith("_dense")
     rng = np.random.default_rng(1)
@@ -264,13 +269,7 @@ def test_squad_best_f1_em_equals_official_on_squad_validation():
 @pytest.mark.parametrize("mode", ["f1", "em"])
 def test_qa_rewards_and_metrics_equal_official_squad(mode):
     n = 64
-    env = gym.make_vec(
-        QA,
-        num_envs=n,
-        vectorization_mode="vector_entry_point",
-        split="validation",
-        reward_mode=mode,
-    )
+    env = validation_vec(QA, n, mode)
     core = env.unwrapped.core
     rng = np.random.default_rng(2)
     env.reset(seed=5)

@@ -181,23 +181,18 @@ def test_actions_past_a_task_range_fold_back():
         assert_same((obs, *rest), b.step(actions % n_k[task]), f"step {t}")
 
 
+def two_env_mix(tasks=("lmgym/NER-v0", "lmgym/SST2-v0"), **kwargs):
+    """A 2-env MultiTask vector env of ``tasks`` on the sample data."""
+    return gym.make_vec(MT, num_envs=2, tasks=list(tasks), data_dir="sample", **kwargs)
+
+
 def test_tokenizer_mismatch_explains_the_fix():
     with pytest.raises(ValueError, match="tokenizer='minilm'"):
-        gym.make_vec(
-            MT,
-            num_envs=2,
-            tasks=["lmgym/NER-v0", "lmgym/SST2-v0"],
-            data_dir="sample",
-            tokenizer=None,
-        )
+        two_env_mix(tokenizer=None)
 
 
 def test_task_kwargs_and_common_kwargs():
-    env = gym.make_vec(
-        MT,
-        num_envs=2,
-        tasks=["lmgym/NER-v0", "lmgym/SST2-v0"],
-        data_dir="sample",
+    env = two_env_mix(
         task_kwargs={
             "lmgym/NER-v0": {"max_length": 48, "max_words": 32},
             "lmgym/SST2-v0": {"max_length": 40},
@@ -208,21 +203,9 @@ def test_task_kwargs_and_common_kwargs():
     assert env.single_observation_space["input_ids"].shape == (48,)
     assert env.single_observation_space["prev_tags"].shape == (32,)
     with pytest.raises(TypeError, match="task_kwargs"):
-        gym.make_vec(
-            MT,
-            num_envs=2,
-            tasks=["lmgym/NER-v0", "lmgym/SST2-v0"],
-            data_dir="sample",
-            reward_mode="f1",
-        )
+        two_env_mix(reward_mode="f1")
     with pytest.raises(ValueError, match="not in tasks"):
-        gym.make_vec(
-            MT,
-            num_envs=2,
-            tasks=["lmgym/SST2-v0"],
-            data_dir="sample",
-            task_kwargs={"lmgym/NER-v0": {}},
-        )
+        two_env_mix(["lmgym/SST2-v0"], task_kwargs={"lmgym/NER-v0": {}})
     with pytest.raises(ValueError, match="weights"):
         gym.make_vec(MT, num_envs=2, tasks={"lmgym/SST2-v0": -1.0}, data_dir="sample")
 

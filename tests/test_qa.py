@@ -17,28 +17,13 @@ from lmgym.data import DataFormatError
 from lmgym.data.loaders import read_multiple_choice_jsonl, read_squad
 from lmgym.data.paths import SAMPLES_DIR
 from lmgym.metrics import squad_f1
-from tests.conftest import needs_real_data
+from tests.conftest import assert_same, needs_real_data
 
 QA = "lmgym/QA-v0"
 MC = "lmgym/MultipleChoiceQA-v0"
 SAMPLE = {"data_dir": "sample"}
 #: Small windows, so the sample's long paragraph spans several of them.
 WINDOWED = {"data_dir": "sample", "max_length": 64, "doc_stride": 24, "max_query_length": 20}
-
-
-def same(a, b) -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            same(a[k], b[k])
-    elif isinstance(a, (tuple, list)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            same(x, y)
-    else:
-        x, y = np.asarray(a), np.asarray(b)
-        assert x.dtype == y.dtype and x.shape == y.shape
-        np.testing.assert_array_equal(x, y)
 
 
 def random_valid(env: gym.Env, rng: np.random.Generator) -> int:
@@ -49,14 +34,14 @@ def vector_equals_sync(env_id: str, n: int = 3, steps: int = 120, **kwargs) -> i
     native = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs)
     sync = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", **kwargs)
     rng = np.random.default_rng(0)
-    same(native.reset(seed=11), sync.reset(seed=11))
+    assert_same(native.reset(seed=11), sync.reset(seed=11))
     ended = 0
     for _ in range(steps):
         masks = native.unwrapped.action_masks()
-        same(masks, np.stack(sync.call("action_masks")))
+        assert_same(masks, np.stack(sync.call("action_masks")))
         actions = (rng.random(masks.shape) * masks).argmax(axis=1)
         a, b = native.step(actions), sync.step(actions)
-        same(a, b)
+        assert_same(a, b)
         ended += int((a[2] | a[3]).sum())
     return ended
 
@@ -88,13 +73,13 @@ def test_checkers_determinism_pickle_and_vector(env_id, kwargs):
                 out.append(e.reset())
         return out
 
-    same(trace(1), trace(1))
+    assert_same(trace(1), trace(1))
     env.reset(seed=4)
     if env_id == QA:
         env.step(env.unwrapped.expert_action())  # mid-episode: stage 1
     clone = pickle.loads(pickle.dumps(env))
     action = env.unwrapped.expert_action()
-    same(env.step(action)[:4], clone.step(action)[:4])
+    assert_same(env.step(action)[:4], clone.step(action)[:4])
     assert vector_equals_sync(env_id, **kwargs) >= 10
 
 

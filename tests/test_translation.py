@@ -17,7 +17,7 @@ import lmgym
 from lmgym.data import DataFormatError, DatasetNotFoundError
 from lmgym.data.loaders import read_parallel
 from lmgym.data.paths import SAMPLES_DIR
-from tests.conftest import needs_real_data
+from tests.conftest import assert_same, needs_real_data
 
 ENV_ID = "lmgym/Translation-v0"
 SAMPLE = {"data_dir": "sample"}
@@ -45,21 +45,6 @@ def random_policy(rng: np.random.Generator, p_eos: float = 0.1):
 
 def expert(env):
     return env.unwrapped.expert_action()
-
-
-def same(a, b) -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            same(a[k], b[k])
-    elif isinstance(a, (tuple, list)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            same(x, y)
-    else:
-        x, y = np.asarray(a), np.asarray(b)
-        assert x.dtype == y.dtype and x.shape == y.shape
-        np.testing.assert_array_equal(x, y)
 
 
 class AllowTokens:
@@ -191,7 +176,7 @@ def test_same_seed_same_episodes_and_pickle_round_trip():
         return out
 
     make = lambda: gym.make(ENV_ID, reward_mode="bleu_dense", **SAMPLE)  # noqa: E731
-    same(trace(make(), 3), trace(make(), 3))
+    assert_same(trace(make(), 3), trace(make(), 3))
     env = make()
     env.reset(seed=2)
     env.step(env.unwrapped.expert_action())
@@ -199,9 +184,9 @@ def test_same_seed_same_episodes_and_pickle_round_trip():
     for _ in range(30):
         action = env.unwrapped.expert_action()
         a, b = env.step(action), clone.step(action)
-        same(a[:4], b[:4])
+        assert_same(a[:4], b[:4])
         if a[2] or a[3]:
-            same(env.reset(), clone.reset())
+            assert_same(env.reset(), clone.reset())
 
 
 def _vector_equals_sync(n: int = 3, steps: int = 150, **kwargs) -> int:
@@ -210,16 +195,16 @@ def _vector_equals_sync(n: int = 3, steps: int = 150, **kwargs) -> int:
     )
     sync = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="sync", **SAMPLE, **kwargs)
     rng = np.random.default_rng(0)
-    same(native.reset(seed=5), sync.reset(seed=5))
+    assert_same(native.reset(seed=5), sync.reset(seed=5))
     ended = 0
     eos = native.unwrapped.core.eos_id
     for _ in range(steps):
         masks = native.unwrapped.action_masks()
-        same(masks, np.stack(sync.call("action_masks")))
+        assert_same(masks, np.stack(sync.call("action_masks")))
         actions = (rng.random(masks.shape) * masks).argmax(axis=1)
         actions[rng.random(n) < 0.1] = eos
         a, b = native.step(actions), sync.step(actions)
-        same(a, b)
+        assert_same(a, b)
         ended += int((a[2] | a[3]).sum())
     return ended
 
@@ -241,7 +226,7 @@ def test_action_mask_fn_restricts_the_vocabulary_and_vector_agrees():
     assert np.flatnonzero(obs["action_mask"]).tolist() == sorted(set(allowed) - {120})
     gym_check_env(env.unwrapped, skip_render_check=True)
     clone = pickle.loads(pickle.dumps(env))
-    same(clone.unwrapped.action_masks(), env.unwrapped.action_masks())
+    assert_same(clone.unwrapped.action_masks(), env.unwrapped.action_masks())
     assert _vector_equals_sync(steps=60, action_mask_fn=fn) >= 1
 
     with pytest.raises(ValueError, match="shape"):

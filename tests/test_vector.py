@@ -18,7 +18,7 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import lmgym  # noqa: F401  (registers the envs)
-from tests.conftest import sample_kwargs
+from tests.conftest import assert_same, sample_kwargs
 
 VECTOR_SPECS = [
     s for s in gym.registry.values() if s.namespace == "lmgym" and s.vector_entry_point is not None
@@ -26,32 +26,6 @@ VECTOR_SPECS = [
 MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP]
 NUM_ENVS = 4
 STEPS = 300
-
-
-def assert_same(a: Any, b: Any, path: str = "") -> None:
-    """Exact equality of (nested) observations/infos: keys, dtypes, shapes and values."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict), f"{path}: dict vs {type(b)}"
-        assert set(a) == set(b), f"{path}: keys {sorted(a)} != {sorted(b)}"
-        for key in a:
-            assert_same(a[key], b[key], f"{path}[{key!r}]")
-    elif isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b), f"{path}: tuple vs {type(b)}"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif a is None or b is None:
-        assert a is None and b is None, f"{path}: {a!r} vs {b!r}"
-    elif isinstance(a, np.ndarray) and a.dtype == object:
-        assert isinstance(b, np.ndarray) and b.dtype == object and a.shape == b.shape, (
-            f"{path}: object arrays differ"
-        )
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{i}]")
-    else:
-        x, y = np.asarray(a), np.asarray(b)
-        assert x.dtype == y.dtype, f"{path}: dtype {x.dtype} != {y.dtype}"
-        assert x.shape == y.shape, f"{path}: shape {x.shape} != {y.shape}"
-        np.testing.assert_array_equal(x, y, err_msg=path)
 
 
 def random_actions(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -6,13 +6,12 @@ import os
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import LabelledText, read_table, read_trec
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.envs.base import LmgymEnv, vector_env
-from lmgym.envs.core import LabelScoring, State, int_box, sel
+from lmgym.envs.core import LabelScoring, State, sel
 from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
 
 #: Readable names of the catalogued datasets' labels.
@@ -108,13 +107,7 @@ class ClassificationCore(LabelScoring, DatasetCore):
 
         n = len(self.labels)
         self._ones = np.ones((1, n), dtype=np.int8)
-        self.single_action_space = spaces.Discrete(n)
-        self.single_observation_space = spaces.Dict(
-            {
-                **self.row_spaces(),
-                "action_mask": int_box(1, (n,), dtype=np.int8),
-            }
-        )
+        self.define_spaces(n)
 
     def examples(self) -> list[LabelledText]:
         """The raw texts of the split (loaded lazily)."""

@@ -122,6 +122,15 @@ class TaskCore(abc.ABC):
         return {"family": self.family, "examples": self.n_examples, "actions": self.n_actions}
 
 
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """Raise ``ValueError`` naming the choices unless ``value`` is one of them.
+
+    :param name: the argument's name (``reward_mode``), as the message shows it.
+    """
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: choose one of {choices}")
+
+
 def int_box(
     high: int | np.ndarray, shape: tuple[int, ...], low: int = 0, dtype: type = np.int32
 ) -> spaces.Box:

@@ -182,6 +182,19 @@ class DatasetCore(TaskCore):
             "attention_mask": int_box(1, (L,), dtype=np.int8),
         }
 
+    def define_spaces(self, n_actions: int, **entries: spaces.Box) -> None:
+        """``single_action_space = Discrete(n_actions)`` and ``single_observation_space``:
+        the token rows (:meth:`row_spaces`), the family's ``entries`` and ``action_mask``
+        (``int8[n_actions]``, 1 = legal), the key every family's policies mask with."""
+        self.single_action_space = spaces.Discrete(n_actions)
+        self.single_observation_space = spaces.Dict(
+            {
+                **self.row_spaces(),
+                **entries,
+                "action_mask": int_box(1, (n_actions,), dtype=np.int8),
+            }
+        )
+
     def row_observation(self, state: State, slots: Slots = None) -> dict[str, np.ndarray]:
         """The ``input_ids`` and ``attention_mask`` entries of the selected slots."""
         s = sel(slots)

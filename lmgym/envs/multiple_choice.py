@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import MultipleChoice, read_multiple_choice_jsonl
@@ -85,14 +84,7 @@ class MultipleChoiceQACore(LabelScoring, DatasetCore):
         self.label_counts = np.bincount(self.data["answer"], minlength=max_choices)
 
         L, C = max_length, max_choices
-        self.single_action_space = spaces.Discrete(C)
-        self.single_observation_space = spaces.Dict(
-            {
-                **self.row_spaces(),
-                "choice_positions": int_box(L - 1, (C,), low=-1),
-                "action_mask": int_box(1, (C,), dtype=np.int8),
-            }
-        )
+        self.define_spaces(C, choice_positions=int_box(L - 1, (C,), low=-1))
 
     def examples(self) -> list[MultipleChoice]:
         """The raw questions of the split (loaded lazily)."""

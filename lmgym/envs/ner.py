@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import TaggedSentence
 from lmgym.envs.base import LmgymEnv, vector_env
-from lmgym.envs.core import State, int_box, sel
+from lmgym.envs.core import State, check_choice, int_box, sel
 from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows, row_starts, write_back
 from lmgym.envs.tagging import (  # noqa: F401  (tag_set, balanced_weights: re-exported)
     CONLL2003_TAGS,
@@ -49,8 +48,7 @@ class NERCore(DatasetCore):
         tag_column: int = -1,
         vocab_size: int = 8000,
     ) -> None:
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode={reward_mode!r}: choose one of {REWARD_MODES}")
+        check_choice("reward_mode", reward_mode, REWARD_MODES)
         if max_length < 4 or max_words < 1:
             raise ValueError("max_length must be >= 4 and max_words >= 1")
         self.reward_mode, self.bio_mask = reward_mode, bio_mask
@@ -88,14 +86,10 @@ class NERCore(DatasetCore):
             )
 
         n_tags = len(self.tags)
-        self.single_action_space = spaces.Discrete(n_tags)
-        self.single_observation_space = spaces.Dict(
-            {
-                **self.row_spaces(),
-                "position": int_box(max_length - 1, (1,)),
-                "prev_tags": int_box(n_tags - 1, (max_words,), low=-1),
-                "action_mask": int_box(1, (n_tags,), dtype=np.int8),
-            }
+        self.define_spaces(
+            n_tags,
+            position=int_box(max_length - 1, (1,)),
+            prev_tags=int_box(n_tags - 1, (max_words,), low=-1),
         )
 
     # -- building the tokenised split (cached) -------------------------------------------

@@ -9,11 +9,10 @@ import os
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from lmgym.data.loaders import PackedTexts, SquadQuestion
 from lmgym.envs.base import LmgymEnv, vector_env
-from lmgym.envs.core import State, int_box, sel
+from lmgym.envs.core import State, check_choice, int_box, sel
 from lmgym.envs.dataset import DatasetCore
 from lmgym.envs.multiple_choice import (  # noqa: F401  (re-exported: their former home)
     MultipleChoiceQACore,
@@ -47,8 +46,7 @@ class QACore(WindowTexts, DatasetCore):
         reward_mode: str = "f1",
         vocab_size: int = 8000,
     ) -> None:
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode={reward_mode!r}: choose one of {REWARD_MODES}")
+        check_choice("reward_mode", reward_mode, REWARD_MODES)
         windows = windows if windows is not None else ("answer" if split == "train" else "all")
         if windows not in WINDOW_MODES:
             raise ValueError(
@@ -108,15 +106,11 @@ class QACore(WindowTexts, DatasetCore):
         self._context_cache: dict[int, str] = {}
 
         L = max_length
-        self.single_action_space = spaces.Discrete(L)
-        self.single_observation_space = spaces.Dict(
-            {
-                **self.row_spaces(),
-                "token_type_ids": int_box(1, (L,), dtype=np.int8),
-                "action_mask": int_box(1, (L,), dtype=np.int8),
-                "stage": int_box(1, (1,)),
-                "start": int_box(L - 1, (1,), low=-1),
-            }
+        self.define_spaces(
+            L,
+            token_type_ids=int_box(1, (L,), dtype=np.int8),
+            stage=int_box(1, (1,)),
+            start=int_box(L - 1, (1,), low=-1),
         )
 
     # -- building the windows (cached) ----------------------------------------------------------

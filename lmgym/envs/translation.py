@@ -7,13 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
-from gymnasium import spaces
 
 from lmgym.data.cache import fingerprint
 from lmgym.data.loaders import PackedTexts, ParallelText
 from lmgym.data.tokenization import tokenizer_digest
 from lmgym.envs.base import LmgymEnv, vector_env
-from lmgym.envs.core import State, int_box, sel
+from lmgym.envs.core import State, check_choice, int_box, sel
 from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
 from lmgym.envs.translation_data import (  # noqa: F401  (re-exported: their former home)
     TARGET_SPECIAL_TOKENS,
@@ -52,8 +51,7 @@ class TranslationCore(DatasetCore):
         vocab_size: int = 8000,
         target_vocab_size: int = 4000,
     ) -> None:
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode={reward_mode!r}: choose one of {REWARD_MODES}")
+        check_choice("reward_mode", reward_mode, REWARD_MODES)
         if max_length < 3 or max_target_length < 1:
             raise ValueError("max_length must be >= 3 and max_target_length >= 1")
         self.reward_mode, self.action_mask_fn = reward_mode, action_mask_fn
@@ -98,14 +96,8 @@ class TranslationCore(DatasetCore):
         V, T = self.target_vocab_size, max_target_length
         self._ones = np.ones((1, V), dtype=np.int8)
         self._ones_bool = np.ones((1, V), dtype=bool)
-        self.single_action_space = spaces.Discrete(V)
-        self.single_observation_space = spaces.Dict(
-            {
-                **self.row_spaces(),
-                "target_ids": int_box(V - 1, (T,)),
-                "target_mask": int_box(1, (T,), dtype=np.int8),
-                "action_mask": int_box(1, (V,), dtype=np.int8),
-            }
+        self.define_spaces(
+            V, target_ids=int_box(V - 1, (T,)), target_mask=int_box(1, (T,), dtype=np.int8)
         )
 
     # -- building the tokenised split (cached) -------------------------------------------
