@@ -174,12 +174,13 @@ def summary_table(records: list[dict[str, Any]]) -> str:
 def update_readme(readme: Path, folder: Path, marker: str) -> None:
     """Replace the text between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``readme``."""
     text = readme.read_text()
-    start, end = f"<!-- {marker} -->\n", f"\n<!-- /{marker} -->"
+    start, end = f"<!-- {marker} -->\n", f"<!-- /{marker} -->"
     if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start.strip()} ... {end.strip()} block")
+        raise SystemExit(f"{readme} has no {start.strip()} ... {end} block")
     head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(readme, head + start + summary_table(read_records(folder)) + end + tail)
+    _, tail = rest.split(end, 1)  # the block may be empty (a marker pair just added)
+    table = summary_table(read_records(folder))
+    atomic_write_text(readme, head + start + table + "\n" + end + tail)
 
 
 def plot(records: list[dict[str, Any]], out_dir: Path, name: str) -> list[Path]:
