@@ -160,22 +160,19 @@ def rollout_buffer_class(minibatch: str, algo: str, advantages: str = "minibatch
         )
     if (minibatch, advantages) == ("random", "minibatch"):
         return None
-    base = MaskableDictRolloutBuffer if algo == "maskable_ppo" else DictRolloutBuffer
-    mixins: tuple[type, ...] = ()
-    if advantages != "minibatch":
-        mixins += (_AdvantageNormMixin,)
+    maskable = algo == "maskable_ppo"
     if minibatch == "episodes":
-        if base is MaskableDictRolloutBuffer:
-            return _combine(mixins, MaskableEpisodeGroupedDictRolloutBuffer, advantages)
-        return _combine(mixins, EpisodeGroupedDictRolloutBuffer, advantages)
-    return _combine(mixins, base, advantages)
-
-
-def _combine(mixins: tuple[type, ...], base: type, advantages: str) -> type:
-    if not mixins:
+        base = (
+            MaskableEpisodeGroupedDictRolloutBuffer if maskable else EpisodeGroupedDictRolloutBuffer
+        )
+    else:
+        base = MaskableDictRolloutBuffer if maskable else DictRolloutBuffer
+    if advantages == "minibatch":
         return base
     name = f"{advantages.title()}Normalized{base.__name__}"
-    return type(name, (*mixins, base), {"advantage_mode": advantages, "__module__": __name__})
+    return type(
+        name, (_AdvantageNormMixin, base), {"advantage_mode": advantages, "__module__": __name__}
+    )
 
 
 def apply_buffer_options(hp: dict[str, Any], algo: str) -> None:

@@ -630,6 +630,7 @@ def build_callbacks(
     (``evaluator``; ``None`` with ``--eval-freq -1``) and checkpoints, as the flags ask."""
     from agents.kl import KLPenaltyCallback
     from agents.multitask import PerTaskLogger
+    from agents.policies import env_policy_kwargs
 
     callbacks: list[Any] = []
     if plan.kl_coef > 0:
@@ -640,7 +641,7 @@ def build_callbacks(
         callbacks.append(
             KLPenaltyCallback(coef=plan.kl_coef, target_kl=plan.kl_target, horizon=plan.kl_horizon)
         )
-    if args.env_id.startswith("lmgym/MultiTask"):
+    if env_policy_kwargs(model.get_env()).get("family") == "multitask":  # the env says so
         callbacks.append(PerTaskLogger())
     evaluator = None
     if args.eval_freq >= 0:

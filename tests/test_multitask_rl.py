@@ -130,3 +130,24 @@ def test_per_task_logger_records_each_tasks_return_and_metric():
         "tasks/sst2/accuracy": 1.0,
         "tasks/sst2/episodes": 1,
     }
+
+
+def test_train_script_logs_per_task_values_on_multitask_runs_only(tmp_path):
+    """agents.train adds PerTaskLogger when the env says its family is multitask."""
+    import csv
+
+    from agents import train as train_module
+    from tests.test_agents_train import MICRO_HP
+
+    def columns(env_id: str, name: str) -> set[str]:
+        argv = [env_id, "--algo", "ppo", "--backbone", "tiny", "--total-timesteps", "64",
+                "--n-envs", "2", "--env-kwarg", "data_dir=sample", "--hp", "n_steps=32",
+                "--hp", "advantages=task" if "MultiTask" in env_id else "advantages=minibatch",
+                "--log-dir", str(tmp_path), "--run-name", name, "--eval-freq", "-1",
+                "--verbose", "0", *MICRO_HP]  # fmt: skip
+        assert train_module.main(argv) == 0
+        with open(tmp_path / name / "progress.csv") as f:
+            return set(next(csv.reader(f)))
+
+    assert {"tasks/ner/ep_rew_mean", "tasks/sst2/accuracy"} <= columns("lmgym/MultiTask-v0", "mt")
+    assert not any(c.startswith("tasks/") for c in columns("lmgym/SST2-v0", "one"))
