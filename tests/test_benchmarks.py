@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import leaderboard, report
 from benchmarks.records import read_records
+from tests.conftest import needs_real_data
 
 SPEC = """
 name: {name}
@@ -135,7 +136,10 @@ def test_train_throughput_times_rollout_and_update_apart(tmp_path):
     assert sum(line.startswith("| lmgym/SST2-v0 | tiny |") for line in table) == 2
 
 
-@pytest.mark.parametrize("spec_name", ["quick", "recipe", "minilm-recipe"])
+@pytest.mark.parametrize(
+    "spec_name",
+    ["quick", "recipe", "minilm-recipe", pytest.param("carryover", marks=needs_real_data)],
+)
 def test_rl_and_supervised_share_env_tokenizer_backbone_and_budget(spec_name):
     from benchmarks.runner import run_setup
 
