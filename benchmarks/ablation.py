@@ -162,11 +162,17 @@ def table(paths: list[str]) -> str:
 
 
 def _short(value: Any) -> Any:
-    """``data_files={split: .../<name>/<split>.tsv}`` shown as the dataset folder's name."""
+    """``data_files={split: .../<name>/<split>.tsv}`` shown as the dataset's name (the
+    folder after ``derived/`` for :func:`benchmarks.datasets.prepare` builds)."""
     if isinstance(value, dict) and value and all(isinstance(v, str) for v in value.values()):
-        folders = {Path(v).parent.name for v in value.values()}
+        folders = {_dataset_name(Path(v)) for v in value.values()}
         return folders.pop() if len(folders) == 1 else value
     return value
+
+
+def _dataset_name(path: Path) -> str:
+    parts = path.parts
+    return parts[parts.index("derived") + 1] if "derived" in parts[:-1] else path.parent.name
 
 
 def main(argv: list[str] | None = None) -> int:

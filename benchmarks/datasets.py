@@ -21,10 +21,22 @@ import json
 import random
 from pathlib import Path
 
-from lmgym.data.cache import atomic_write_text, cache_root
+from lmgym.data.cache import atomic_write_text, cache_root, file_digest, fingerprint
 from lmgym.data.paths import data_roots
 
 SPLITS = {"train": 0.7, "validation": 0.15, "test": 0.15}
+
+
+def squad_source(data_dir: str | None = None) -> Path:
+    """The SQuAD v1.1 dev file :func:`squad_topics` reads (``data_dir``, else ``$LMGYM_DATA_DIR``)."""
+    found = [r / "squad" / "dev-v1.1.json" for r in data_roots(data_dir)]
+    source = next((p for p in found if p.exists()), None)
+    if source is None:
+        raise FileNotFoundError(
+            f"squad/dev-v1.1.json not found in {[str(r) for r in data_roots(data_dir)]}: "
+            "pass data_dir= or point LMGYM_DATA_DIR at the folder holding squad/"
+        )
+    return source
 
 
 def squad_topics(
@@ -42,14 +54,7 @@ def squad_topics(
         ``{split: path}``, ready for ``gym.make("lmgym/TextClassification-v0",
         data_files=..., text_column="text", label_column="label")``.
     """
-    found = [r / "squad" / "dev-v1.1.json" for r in data_roots(data_dir)]
-    source = next((p for p in found if p.exists()), None)
-    if source is None:
-        raise FileNotFoundError(
-            f"squad/dev-v1.1.json not found in {[str(r) for r in data_roots(data_dir)]}: "
-            "pass data_dir= or point LMGYM_DATA_DIR at the folder holding squad/"
-        )
-    articles = json.loads(source.read_text(encoding="utf-8"))["data"]
+    articles = json.loads(squad_source(data_dir).read_text(encoding="utf-8"))["data"]
     articles = sorted(articles, key=lambda a: -sum(len(p["qas"]) for p in a["paragraphs"]))[
         :n_topics
     ]
@@ -71,16 +76,18 @@ def squad_topics(
     return files
 
 
-#: name -> builder, for a leaderboard spec's ``derived_data:`` key
-BUILDERS = {"squad_topics": squad_topics}
+#: name -> (builder, the source file it reads), for a leaderboard spec's ``derived_data:`` key
+BUILDERS = {"squad_topics": (squad_topics, squad_source)}
 
 
 def prepare(name: str) -> dict[str, str]:
-    """Build dataset ``name`` of :data:`BUILDERS` under the lmgym cache once; ``{split: path}``."""
+    """Build dataset ``name`` of :data:`BUILDERS` under the lmgym cache once per source file
+    (keyed by its digest, so other data never reads a stale build); ``{split: path}``."""
     if name not in BUILDERS:
         raise ValueError(f"unknown derived_data {name!r}; pick one of {sorted(BUILDERS)}")
-    folder = cache_root() / "derived" / name
+    build, source = BUILDERS[name]
+    folder = cache_root() / "derived" / name / fingerprint(file_digest(source()))
     files = {split: str(folder / f"{split}.tsv") for split in SPLITS}
     if not all(Path(f).is_file() for f in files.values()):
-        files = BUILDERS[name](folder)
+        files = build(folder)
     return files
