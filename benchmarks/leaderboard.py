@@ -12,9 +12,11 @@ Then ``python -m benchmarks.report`` builds ``LEADERBOARD.md`` and the plots.
 Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examples``
 (validation examples per learning-curve point), ``test_examples`` (null = whole split),
 ``device``, ``n_envs``, ``envs`` (id -> {make_kwargs, algos, backbones, derived_data} and any of
-``steps``, ``eval_every``, ``eval_examples``, ``test_examples``, ``n_envs`` to override the
-spec's for that env), ``algos``, ``backbones``, ``seeds``, ``hyperparams`` (algo -> {key:
-value}), ``baselines`` (random, majority, expert, supervised). ``derived_data: NAME`` builds
+``steps``, ``eval_every``, ``eval_examples``, ``test_examples``, ``n_envs``, ``baselines`` to
+override the spec's for that env, and ``variants``: name -> {hyperparameter: value}, one run
+of each algorithm per variant, recorded as ``algo [name]``), ``algos``, ``backbones``,
+``seeds``, ``hyperparams`` (algo -> {key: value}), ``baselines`` (random, majority, expert,
+supervised). ``derived_data: NAME`` builds
 a dataset of :data:`benchmarks.datasets.BUILDERS` into the lmgym cache and passes its
 files as ``data_files`` (for ``lmgym/TextClassification-v0`` on data the recipe never saw).
 """
@@ -36,7 +38,7 @@ from benchmarks.records import run_id, write_record
 HERE = Path(__file__).parent
 NO_BACKBONE = "-"
 #: spec keys an env entry may override (e.g. fewer test examples where scoring is slow)
-ENV_OVERRIDES = ("steps", "eval_every", "eval_examples", "test_examples", "n_envs")
+ENV_OVERRIDES = ("steps", "eval_every", "eval_examples", "test_examples", "n_envs")  # + baselines
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,11 @@ class RunConfig:
     n_envs: int
     make_kwargs: dict[str, Any] = field(default_factory=dict)
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""
 
     @property
     def run_id(self) -> str:
-        return run_id(self.env, self.algo, self.backbone, self.seed)
+        return run_id(self.env, self.algo, self.backbone, self.seed, self.variant)
 
 
 def shipped_specs() -> list[str]:
@@ -121,7 +124,7 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
 
             make_kwargs = {**make_kwargs, "data_files": prepare(env_spec["derived_data"])}
         common = {**base, **{k: env_spec[k] for k in ENV_OVERRIDES if k in env_spec}}
-        for baseline in spec.get("baselines", []):
+        for baseline in env_spec.get("baselines", spec.get("baselines", [])):
             backbones = (
                 spec.get("backbones", ["tiny"]) if baseline == "supervised" else [NO_BACKBONE]
             )
@@ -138,21 +141,24 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
                             **common,
                         )
                     )
+        variants = env_spec.get("variants") or {"": {}}
         for algo in env_spec.get("algos", spec.get("algos", [])):
-            for backbone in env_spec.get("backbones", spec.get("backbones", ["tiny"])):
-                for seed in spec["seeds"]:
-                    hyper = dict(spec.get("hyperparams", {}).get(algo, {}))
-                    runs.append(
-                        RunConfig(
-                            env=env,
-                            algo=algo,
-                            backbone=backbone,
-                            seed=seed,
-                            make_kwargs=make_kwargs,
-                            hyperparams=hyper,
-                            **common,
+            for variant, overrides in variants.items():
+                hyper = {**spec.get("hyperparams", {}).get(algo, {}), **(overrides or {})}
+                for backbone in env_spec.get("backbones", spec.get("backbones", ["tiny"])):
+                    for seed in spec["seeds"]:
+                        runs.append(
+                            RunConfig(
+                                env=env,
+                                algo=algo,
+                                backbone=backbone,
+                                seed=seed,
+                                make_kwargs=make_kwargs,
+                                hyperparams=hyper,
+                                variant=variant,
+                                **common,
+                            )
                         )
-                    )
     return runs
 
 

@@ -16,9 +16,17 @@ from lmgym.data.cache import atomic_write_text
 from lmgym.provenance import PACKAGES, cpu_model, device_name, git_commit, versions
 
 
-def run_id(env: str, algo: str, backbone: str, seed: int) -> str:
-    """Stable file-system-safe name ``env__algo__backbone__seed``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{env.split('/')[-1]}__{algo}__{backbone}__{seed}")
+def run_id(env: str, algo: str, backbone: str, seed: int, variant: str = "") -> str:
+    """Stable file-system-safe name ``env__algo__backbone__seed`` (``algo-variant`` for a
+    named variant of an algorithm's settings)."""
+    label = f"{algo}-{variant}" if variant else algo
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{env.split('/')[-1]}__{label}__{backbone}__{seed}")
+
+
+def algo_label(record: dict[str, Any]) -> str:
+    """How tables name a record's algorithm: ``ppo``, or ``ppo [pooled]`` for a variant."""
+    variant = record.get("variant") or (record.get("config") or {}).get("variant")
+    return f"{record['algo']} [{variant}]" if variant else record["algo"]
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.records import read_records
+from benchmarks.records import algo_label, read_records
 from lmgym.data.cache import atomic_write_text
 
 BASELINES = ("random", "majority", "expert")
@@ -29,7 +29,7 @@ def _group(records: list[dict[str, Any]]) -> dict[str, dict[tuple[str, str], lis
         lambda: defaultdict(list)
     )
     for r in records:
-        by_env[r["env"]][(r["algo"], r["backbone"])].append(r)
+        by_env[r["env"]][(algo_label(r), r["backbone"])].append(r)
     return by_env
 
 

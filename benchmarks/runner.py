@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,12 @@ def primary_metric(env_id: str, make_kwargs: dict[str, Any]) -> str:
 
 
 def _env_kwarg_flags(make_kwargs: dict[str, Any]) -> list[str]:
+    """``--env-kwarg KEY=VALUE`` flags; non-strings as JSON (which the flag reads as YAML),
+    so mappings such as MultiTask's ``tasks`` and ``None`` survive the trip."""
     flags: list[str] = []
     for key, value in make_kwargs.items():
-        flags += ["--env-kwarg", f"{key}={value}"]
+        text = value if isinstance(value, str) else json.dumps(value)
+        flags += ["--env-kwarg", f"{key}={text}"]
     return flags
 
 
@@ -78,7 +82,7 @@ def run_one(config: Any) -> dict[str, Any]:
         "env": config.env, "algo": config.algo, "backbone": config.backbone, "seed": config.seed,
         "metric": metric, "device": device_name(config.device), "cpu": cpu_model(),
         "versions": versions(), "commit": git_commit(), "curve": [], "steps": 0,
-        "make_kwargs": dict(config.make_kwargs),
+        "make_kwargs": dict(config.make_kwargs), "variant": config.variant,
     }  # fmt: skip
     if config.algo in BASELINES:
         result = lmgym.evaluate(

@@ -128,33 +128,36 @@ def evaluate(
     :param n_envs: episodes played in parallel (the native vector env's ``num_envs``).
     :param seed: seed of the random baseline.
     :param deterministic: greedy actions for SB3 models.
-    :param max_examples: score only the first ``max_examples`` examples (quick checks).
+    :param max_examples: score only the first ``max_examples`` examples (quick checks; of
+        every task, for MultiTask).
     :param return_records: also return the per-episode records under ``"records"``.
     :param make_kwargs: passed to the env (``data_dir=``, ``tokenizer=``, ...).
     :return: the family's corpus metrics plus ``env_id``, ``split`` and ``episodes``.
     """
     make_kwargs = {**make_kwargs, "split": split}
     venv = _vector_env(env_id, 1, make_kwargs)
-    n_total = venv.core.n_examples
-    target = n_total if max_examples is None else min(max_examples, n_total)
+    wanted = venv.core.evaluation_examples(max_examples)
+    target = len(wanted)
     if min(n_envs, target) > 1:
         venv = _vector_env(env_id, min(n_envs, target), make_kwargs)
+    venv.sampler.order = wanted
     act = _batched_policy(policy, venv, seed, deterministic, env_id, make_kwargs)
 
     records: dict[int, dict[str, Any]] = {}
+    scored = set(wanted.tolist())
     obs, info = venv.reset(seed=seed)
     current = info["example_id"].copy()
     while len(records) < target:
         obs, _, terminated, truncated, info = venv.step(act(obs))
         for slot in np.flatnonzero(terminated | truncated):
             example = int(current[slot])
-            if example < target and example not in records:
+            if example in scored and example not in records:
                 records[example] = venv.core.episode_record(venv.state, int(slot))
         # NEXT_STEP autoreset: finished slots restart on the following step (reward 0).
         if "example_id" in info:
             restarted = info["_example_id"]
             current[restarted] = info["example_id"][restarted]
-    ordered = [records[i] for i in range(target)]
+    ordered = [records[int(i)] for i in wanted]
     result: dict[str, Any] = {"env_id": env_id, "split": split, "episodes": target}
     result.update(venv.core.corpus_metrics(ordered))
     if return_records:

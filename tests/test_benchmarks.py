@@ -222,3 +222,50 @@ def test_readme_summary_table_is_generated_from_records(tmp_path):
     )
     with pytest.raises(SystemExit, match="no <!-- u -->"):
         update_readme(readme, folder, "u")
+
+
+MULTITASK_SPEC = """
+name: mt
+steps: 64
+eval_every: 32
+eval_examples: 4
+test_examples: 6
+device: cpu
+n_envs: 2
+seeds: [0]
+backbones: [tiny]
+algos: [ppo]
+baselines: [random]
+envs:
+  lmgym/MultiTask-v0:
+    baselines: [random, supervised]
+    make_kwargs:
+      tasks: {lmgym/SST2-v0: 2.0, lmgym/TREC-v0: 1.0}
+      task_kwargs: {lmgym/SST2-v0: {data_dir: sample}, lmgym/TREC-v0: {data_dir: sample}}
+    variants: {task: {advantages: task}, pooled: {advantages: pooled}}
+"""
+
+
+def test_multitask_grid_runs_each_variant_and_scores_every_task(tmp_path):
+    spec, out = tmp_path / "mt.yml", tmp_path / "records"
+    spec.write_text(MULTITASK_SPEC)
+    assert leaderboard.main([str(spec), "--out", str(out)]) == 0
+    records = {r["run_id"]: r for r in read_records(out)}
+    assert sorted(records) == [
+        "MultiTask-v0__ppo-pooled__tiny__0",
+        "MultiTask-v0__ppo-task__tiny__0",
+        "MultiTask-v0__random__-__0",
+        "MultiTask-v0__supervised__tiny__0",
+    ]
+    for run_id, record in records.items():
+        metrics = record["metrics"]
+        assert record["metric"] == "score" and {"sst2/accuracy", "trec/accuracy"} <= set(metrics)
+        assert metrics["score"] == pytest.approx(
+            (metrics["sst2/accuracy"] + metrics["trec/accuracy"]) / 2
+        ), run_id
+        assert metrics["episodes"] == 12, "test_examples counts per task"
+    pooled = records["MultiTask-v0__ppo-pooled__tiny__0"]
+    assert pooled["variant"] == "pooled" and pooled["config"]["hyperparams"]["advantages"] == "pooled"
+    assert pooled["make_kwargs"]["tasks"] == {"lmgym/SST2-v0": 2.0, "lmgym/TREC-v0": 1.0}
+    text = report.markdown(list(records.values()), "t")
+    assert "| ppo [pooled] | tiny |" in text and "| ppo [task] | tiny |" in text

@@ -273,3 +273,28 @@ def test_a_task_registered_time_limit_applies_inside_the_mix():
             length[term | trunc] = 0
     finally:
         del gym.registry[env_id]
+
+
+def test_evaluate_scores_the_first_examples_of_every_task_and_their_mean():
+    tasks = ["lmgym/SST2-v0", "lmgym/TREC-v0"]
+    kwargs = {"tasks": tasks, "task_kwargs": {i: TASK_KWARGS[i] for i in tasks}}
+    mixed = lmgym.evaluate(
+        "expert", MT, split="validation", max_examples=5, return_records=True, **kwargs
+    )
+    assert mixed["episodes"] == 10 and [r["task"] for r in mixed["records"]] == [
+        t for t in tasks for _ in range(5)
+    ]
+    for k, task in enumerate(tasks):
+        alone = lmgym.evaluate("expert", task, split="validation", max_examples=5,
+                               return_records=True, **TASK_KWARGS[task])  # fmt: skip
+        mine = [
+            {key: v for key, v in r.items() if key not in ("task", "task_id")}
+            for r in mixed["records"][5 * k : 5 * k + 5]
+        ]
+        assert mine == alone["records"], f"{task}: not its first 5 examples"
+        assert "score" not in alone
+    random = lmgym.evaluate("random", MT, split="validation", max_examples=20, **kwargs)
+    assert random["score"] == pytest.approx(
+        np.mean([random["sst2/accuracy"], random["trec/accuracy"]])
+    )
+    assert mixed["score"] == 1.0 and gym.make(MT, **kwargs).unwrapped.metric == "score"

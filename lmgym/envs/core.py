@@ -32,14 +32,15 @@ State = dict[str, np.ndarray]
 Slots = np.ndarray | None
 
 #: The corpus metric each task family is judged by (a key of ``lmgym.evaluate``'s result);
-#: ``env.unwrapped.metric`` reads it. MultiTask has none of its own: each task keeps its
-#: family's (``env.unwrapped.task_families``).
+#: ``env.unwrapped.metric`` reads it. MultiTask's ``score`` is the mean over its tasks of each
+#: task's own metric (``"{task}/{metric}"`` keys, as GLUE averages its tasks' scores).
 FAMILY_METRIC: dict[str, str] = {
     "ner": "entity_f1",
     "classification": "accuracy",
     "translation": "bleu",
     "qa": "f1",
     "multiple_choice": "accuracy",
+    "multitask": "score",
 }
 
 
@@ -68,6 +69,11 @@ class TaskCore(abc.ABC):
     def metric(self) -> str | None:
         """The family's corpus metric (:data:`FAMILY_METRIC`; ``None`` for a family without one)."""
         return FAMILY_METRIC.get(self.family)
+
+    def evaluation_examples(self, max_examples: int | None = None) -> np.ndarray:
+        """The example ids :func:`lmgym.evaluate` scores: the first ``max_examples`` (all if None)."""
+        n = self.n_examples if max_examples is None else min(max_examples, self.n_examples)
+        return np.arange(n, dtype=np.int64)
 
     # -- episode state --------------------------------------------------------------
     @abc.abstractmethod

@@ -277,17 +277,29 @@ class MultiTaskCore(TaskCore):
             **self.cores[k].episode_record(self.sub_state(state, k), slot),
         }
 
+    def evaluation_examples(self, max_examples: int | None = None) -> np.ndarray:
+        """The first ``max_examples`` examples *of every task* (all of them if None)."""
+        return np.concatenate(
+            [
+                offset + core.evaluation_examples(max_examples)
+                for offset, core in zip(self.offsets, self.cores, strict=False)
+            ]
+        )
+
     def corpus_metrics(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        """Each played task's corpus metrics as ``"{task}/{metric}"``, and ``score``: the mean
+        of the played tasks' own metrics (entity F1, accuracy, ...)."""
         out: dict[str, float] = {}
+        primary = []
         for k, core in enumerate(self.cores):
             mine = [r for r in records if r["task_id"] == k]
             if mine:
-                out.update(
-                    {
-                        f"{self.task_names[k]}/{name}": v
-                        for name, v in core.corpus_metrics(mine).items()
-                    }
-                )
+                metrics = core.corpus_metrics(mine)
+                out.update({f"{self.task_names[k]}/{name}": v for name, v in metrics.items()})
+                if core.metric in metrics:
+                    primary.append(float(metrics[core.metric]))
+        if primary:
+            out["score"] = float(np.mean(primary))
         return out
 
     def render_text(self, state: State, slot: int) -> str:

@@ -5,7 +5,8 @@ reset with seed ``s + i`` draws, because both go through :class:`ExampleSampler`
 Random order draws blocks of example ids from the slot's own ``np.random.Generator``
 (so the hot path is one gather, not one Python call per finished episode); ordered
 iteration (``shuffle=False``) makes slot ``i`` of ``n`` play examples ``i, i+n, i+2n, ...``,
-so a vector env covers the split exactly once in its first ``ceil(size/n)`` rounds.
+so a vector env covers the split exactly once in its first ``ceil(size/n)`` rounds
+(of the ids in ``order`` instead, where it is set: ``lmgym.evaluate`` scoring a subset).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class ExampleSampler:
         self.buffer = np.zeros((n_slots, BLOCK), dtype=np.int64)
         self.cursor = np.full(n_slots, BLOCK, dtype=np.int64)
         self.position = np.arange(n_slots, dtype=np.int64)
+        #: ordered iteration walks these example ids instead of ``0 .. n_examples - 1``
+        self.order: np.ndarray | None = None
 
     def seed(self, rngs: list[np.random.Generator]) -> None:
         """Restart every stream: random streams from ``rngs``, ordered ones from the top."""
@@ -53,7 +56,10 @@ class ExampleSampler:
     def draw(self, slots: np.ndarray) -> np.ndarray:
         """Next example id for each of ``slots`` (distinct slot indices)."""
         if not self.shuffle:
-            ids = self.position[slots] % self.n_examples
+            if self.order is None:
+                ids = self.position[slots] % self.n_examples
+            else:
+                ids = self.order[self.position[slots] % len(self.order)]
             self.position[slots] += self.n_slots
             return ids
         for slot in slots[self.cursor[slots] >= BLOCK]:
