@@ -265,7 +265,9 @@ def test_multitask_grid_runs_each_variant_and_scores_every_task(tmp_path):
         ), run_id
         assert metrics["episodes"] == 12, "test_examples counts per task"
     pooled = records["MultiTask-v0__ppo-pooled__tiny__0"]
-    assert pooled["variant"] == "pooled" and pooled["config"]["hyperparams"]["advantages"] == "pooled"
+    assert (
+        pooled["variant"] == "pooled" and pooled["config"]["hyperparams"]["advantages"] == "pooled"
+    )
     assert pooled["make_kwargs"]["tasks"] == {"lmgym/SST2-v0": 2.0, "lmgym/TREC-v0": 1.0}
     text = report.markdown(list(records.values()), "t")
     assert "| ppo [pooled] | tiny |" in text and "| ppo [task] | tiny |" in text

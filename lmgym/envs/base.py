@@ -131,6 +131,8 @@ class LmgymEnv(_CoreFacts, gym.Env):
             self.sampler.seed([self.np_random])
         example = self.sampler.draw(self._all)
         self.core.load_examples(self.state, self._all, example)
+        if self.core.augments:
+            self.core.augment_examples(self.state, self._all, self.sampler.noise_for(self._all))
         self._needs_reset = False
         if self.render_mode == "human":
             self.render()
@@ -356,6 +358,8 @@ class LmgymVectorEnv(_CoreFacts, VectorEnv):
     def _restart(self, slots: np.ndarray, infos: dict[str, Any]) -> None:
         examples = self.sampler.draw(slots)
         self.core.load_examples(self.state, slots, examples)
+        if self.core.augments:
+            self.core.augment_examples(self.state, slots, self.sampler.noise_for(slots))
         self._elapsed[slots] = 0
         ids = infos.get("example_id")
         if ids is None:

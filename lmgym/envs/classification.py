@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,7 @@ class ClassificationCore(LabelScoring, DatasetCore):
 
     family = "classification"
     gold_key = "labels"
+    augment_ops = ("drop", "swap", "mask")
 
     def __init__(
         self,
@@ -74,6 +76,7 @@ class ClassificationCore(LabelScoring, DatasetCore):
         tokenizer: Any = None,
         max_length: int = 64,
         vocab_size: int = 8000,
+        augment: Mapping[str, float] | None = None,
     ) -> None:
         if max_length < 3:
             raise ValueError("max_length must be >= 3")
@@ -95,6 +98,7 @@ class ClassificationCore(LabelScoring, DatasetCore):
         self.fit_tokenizer(
             tokenizer, lambda: (e.text for e in train.load()), train.digest, vocab_size
         )
+        self.set_augment(augment)
         self.load_arrays(
             "classification",
             "cls",
@@ -203,7 +207,8 @@ class TextClassificationEnv(LmgymEnv):
     counted in ``core.n_truncated``), ``shuffle``, ``render_mode``. The generic
     ``lmgym/TextClassification-v0`` also takes ``data_files`` (a path or ``{split: path}``),
     ``text_column``, ``label_column``, ``delimiter`` (tab for .tsv, comma otherwise) and
-    ``labels``.
+    ``labels``. ``augment`` (off by default): e.g. ``{"drop": 0.1, "swap": 0.05, "mask": 0.1}``
+    perturbs training episodes' tokens (:mod:`lmgym.envs.augment`; ignored on other splits).
 
     >>> import gymnasium as gym, lmgym
     >>> env = gym.make("lmgym/SST2-v0", data_dir="sample")

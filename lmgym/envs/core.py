@@ -84,6 +84,17 @@ class TaskCore(abc.ABC):
     def load_examples(self, state: State, slots: np.ndarray, example_ids: np.ndarray) -> None:
         """Start a new episode on example ``example_ids[k]`` in slot ``slots[k]``."""
 
+    #: whether :meth:`augment_examples` changes anything (``augment=`` on the train split)
+    augments: bool = False
+
+    def augment_examples(
+        self, state: State, slots: np.ndarray, rngs: list[np.random.Generator]
+    ) -> None:
+        """Perturb the just-loaded episodes of ``slots`` (one generator per slot); see
+        :mod:`lmgym.envs.augment`. The env calls it after :meth:`load_examples` when
+        :attr:`augments` is true. Families without augmentation never are."""
+        raise NotImplementedError(f"{type(self).__name__} does not augment")
+
     @abc.abstractmethod
     def step(
         self, state: State, actions: np.ndarray, slots: Slots = None

@@ -22,7 +22,7 @@ A worked example (a toy POS-tagging family) is in ``docs/ARCHITECTURE.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from gymnasium import spaces
 from lmgym.data.cache import cached_arrays, fingerprint
 from lmgym.data.sources import Source
 from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
+from lmgym.envs.augment import Augmenter
 from lmgym.envs.core import Slots, State, TaskCore, int_box, sel
 
 _POSITIONS: dict[int, np.ndarray] = {}
@@ -94,6 +95,9 @@ class DatasetCore(TaskCore):
     data: dict[str, np.ndarray]
     n_truncated: int = 0
     _records: list[Any] | None = None
+    #: the ``augment=`` operations the family supports (:mod:`lmgym.envs.augment`)
+    augment_ops: tuple[str, ...] = ()
+    augmenter: Augmenter | None = None
 
     # -- construction ---------------------------------------------------------------------
     def open_split(self, source_of: Callable[[str], Source], split: str) -> Source:
@@ -125,6 +129,38 @@ class DatasetCore(TaskCore):
             spec, train_texts=train_texts, source_digest=source_digest, vocab_size=vocab_size
         )
         self.token_info = TokenizerInfo.of(self.tokenizer)
+
+    def set_augment(self, augment: Mapping[str, float] | None) -> None:
+        """Check the ``augment=`` argument and keep it for the train split only (other splits
+        ignore it: evaluation never sees augmented text). Call after :meth:`fit_tokenizer`."""
+        if augment is None:
+            return
+        if not self.augment_ops:
+            raise ValueError(f"augment: the {self.family} family takes no text augmentation")
+        mask_id = self.tokenizer.token_to_id("[MASK]")
+        augmenter = Augmenter(
+            augment,
+            self.augment_ops,
+            self.family,
+            self.token_info.unk_id if mask_id is None else mask_id,
+            self.token_info.pad_id,
+        )
+        if self.split == "train":
+            self.augmenter = augmenter
+
+    @property
+    def augments(self) -> bool:  # type: ignore[override]
+        return self.augmenter is not None
+
+    def augment_examples(
+        self, state: State, slots: np.ndarray, rngs: list[np.random.Generator]
+    ) -> None:
+        if self.augmenter is None:
+            return
+        rows = state["input_ids"][slots]
+        lengths = self.augmenter.apply(rows, state["attention_mask"][slots].sum(axis=1), rngs)
+        state["input_ids"][slots] = rows
+        state["attention_mask"][slots] = positions(self.max_length) < lengths[:, None]
 
     def load_arrays(self, name: str, *key: Any) -> dict[str, Any]:
         """``self.data`` from the on-disk cache ``name`` (built by ``self._build()`` on a miss).

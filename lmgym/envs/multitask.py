@@ -193,6 +193,18 @@ class MultiTaskCore(TaskCore):
             self._write_padding(state, k, where, lambda key: f"obs/{key}")
             state[f"obs/{TASK_KEY}"][where, 0] = k
 
+    @property
+    def augments(self) -> bool:  # type: ignore[override]
+        return any(core.augments for core in self.cores)
+
+    def augment_examples(
+        self, state: State, slots: np.ndarray, rngs: list[np.random.Generator]
+    ) -> None:
+        for k, rows, where in self._groups(state, np.asarray(slots)):
+            if self.cores[k].augments:
+                mine = rngs if isinstance(rows, slice) else [rngs[i] for i in rows]
+                self.cores[k].augment_examples(self.sub_state(state, k), where, mine)
+
     def _write_padding(self, out: dict[str, np.ndarray], k: int, rows: Any, name: Any) -> None:
         for key in self._absent[k]:
             out[name(key)][rows] = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ class NERCore(DatasetCore):
     """Batched NER transitions. See :class:`NEREnv` for the behaviour."""
 
     family = "ner"
+    augment_ops = ("mask",)  # word positions point into the row: keep them
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class NERCore(DatasetCore):
         tags: tuple[str, ...] | None = None,
         tag_column: int = -1,
         vocab_size: int = 8000,
+        augment: Mapping[str, float] | None = None,
     ) -> None:
         check_choice("reward_mode", reward_mode, REWARD_MODES)
         if max_length < 4 or max_words < 1:
@@ -67,6 +70,7 @@ class NERCore(DatasetCore):
         self.fit_tokenizer(
             tokenizer, lambda: (" ".join(s.words) for s in train.load()), train.digest, vocab_size
         )
+        self.set_augment(augment)
         self.load_arrays(
             "ner",
             "ner",
@@ -394,7 +398,9 @@ class NEREnv(LmgymEnv):
     own: a path or ``{split: path}``), ``tokenizer`` (None = WordPiece trained on train,
     ``"minilm"``, a path, a tokenizer object), ``max_length=128``, ``max_words=128``,
     ``reward_mode``, ``balance_power=1.0`` (``"balanced"``: weights ``p(tag) ** -power``,
-    rescaled), ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human).
+    rescaled), ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human),
+    ``augment`` (off by default; ``{"mask": p}`` masks training sentences' sub-words with
+    probability ``p``, :mod:`lmgym.envs.augment`; ignored on other splits).
     Sentences longer than ``max_words`` words are tagged up to ``max_words`` only; words whose
     first sub-word falls past ``max_length - 2`` point at the last position (both are counted
     in ``env.unwrapped.core.n_truncated``; none on CoNLL-2003 with the defaults).

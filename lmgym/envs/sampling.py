@@ -34,6 +34,7 @@ class ExampleSampler:
         self.n_slots = n_slots
         self.shuffle = shuffle
         self.rngs: list[np.random.Generator] = []
+        self.noise: list[np.random.Generator] = []
         self.buffer = np.zeros((n_slots, BLOCK), dtype=np.int64)
         self.cursor = np.full(n_slots, BLOCK, dtype=np.int64)
         self.position = np.arange(n_slots, dtype=np.int64)
@@ -41,17 +42,25 @@ class ExampleSampler:
         self.order: np.ndarray | None = None
 
     def seed(self, rngs: list[np.random.Generator]) -> None:
-        """Restart every stream: random streams from ``rngs``, ordered ones from the top."""
+        """Restart every stream: random streams from ``rngs``, ordered ones from the top;
+        each slot's augmentation generator is spawned from its ``rng`` (:attr:`noise`)."""
         assert len(rngs) == self.n_slots, "one generator per slot"
         self.rngs = rngs
+        self.noise = [rng.spawn(1)[0] for rng in rngs]
         self.cursor[:] = BLOCK
         self.position[:] = np.arange(self.n_slots)
 
     def reseed(self, slot: int, rng: np.random.Generator) -> None:
         """Restart the stream of one slot (a single env reset with a seed)."""
         self.rngs[slot] = rng
+        self.noise[slot] = rng.spawn(1)[0]
         self.cursor[slot] = BLOCK
         self.position[slot] = slot
+
+    def noise_for(self, slots: np.ndarray) -> list[np.random.Generator]:
+        """The augmentation generators of ``slots`` (spawned children: drawing from them
+        never changes which examples the slots play)."""
+        return [self.noise[int(slot)] for slot in slots]
 
     def draw(self, slots: np.ndarray) -> np.ndarray:
         """Next example id for each of ``slots`` (distinct slot indices)."""
