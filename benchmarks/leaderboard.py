@@ -13,8 +13,9 @@ Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examp
 (validation examples per learning-curve point), ``test_examples`` (null = whole split),
 ``device``, ``n_envs``, ``envs`` (id -> {make_kwargs, algos, backbones, derived_data} and any of
 ``steps``, ``eval_every``, ``eval_examples``, ``test_examples``, ``n_envs``, ``baselines`` to
-override the spec's for that env, and ``variants``: name -> {hyperparameter: value}, one run
-of each algorithm per variant, recorded as ``algo [name]``), ``algos``, ``backbones``,
+override the spec's for that env, and ``variants``: name -> {hyperparameter: value, and
+``make_kwargs`` to add env arguments}, one run of each algorithm per variant, recorded as
+``algo [name]``; baselines use the env's own ``make_kwargs``), ``algos``, ``backbones``,
 ``seeds``, ``hyperparams`` (algo -> {key: value}), ``baselines`` (random, majority, expert,
 supervised). ``derived_data: NAME`` builds
 a dataset of :data:`benchmarks.datasets.BUILDERS` into the lmgym cache and passes its
@@ -144,7 +145,9 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
         variants = env_spec.get("variants") or {"": {}}
         for algo in env_spec.get("algos", spec.get("algos", [])):
             for variant, overrides in variants.items():
-                hyper = {**spec.get("hyperparams", {}).get(algo, {}), **(overrides or {})}
+                overrides = dict(overrides or {})
+                variant_kwargs = {**make_kwargs, **overrides.pop("make_kwargs", {})}
+                hyper = {**spec.get("hyperparams", {}).get(algo, {}), **overrides}
                 for backbone in env_spec.get("backbones", spec.get("backbones", ["tiny"])):
                     for seed in spec["seeds"]:
                         runs.append(
@@ -153,7 +156,7 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
                                 algo=algo,
                                 backbone=backbone,
                                 seed=seed,
-                                make_kwargs=make_kwargs,
+                                make_kwargs=variant_kwargs,
                                 hyperparams=hyper,
                                 variant=variant,
                                 **common,

@@ -138,7 +138,13 @@ def test_train_throughput_times_rollout_and_update_apart(tmp_path):
 
 @pytest.mark.parametrize(
     "spec_name",
-    ["quick", "recipe", "minilm-recipe", pytest.param("carryover", marks=needs_real_data)],
+    [
+        "quick",
+        "recipe",
+        "minilm-recipe",
+        "multitask",
+        pytest.param("carryover", marks=needs_real_data),
+    ],
 )
 def test_rl_and_supervised_share_env_tokenizer_backbone_and_budget(spec_name):
     from benchmarks.runner import run_setup
@@ -153,8 +159,24 @@ def test_rl_and_supervised_share_env_tokenizer_backbone_and_budget(spec_name):
         assert run.steps == baseline.steps, run.run_id
         ours, theirs = run_setup(run)["make_kwargs"], run_setup(baseline)["make_kwargs"]
         assert ours == theirs, (run.run_id, ours, theirs)
-        # a from-scratch encoder reads the env's own WordPiece, a pretrained one its vocab
-        assert (ours.get("tokenizer") == "minilm") == (run.backbone == "minilm"), run.run_id
+        # a from-scratch encoder reads the env's own WordPiece, a pretrained one its vocab;
+        # the multi-task comparison reads MiniLM's everywhere (tasks must share one)
+        uses_minilm = run.backbone == "minilm" or spec_name == "multitask"
+        assert (ours.get("tokenizer") == "minilm") == uses_minilm, run.run_id
+    if spec_name == "multitask":  # equal env steps: the mix plays each task's budget once
+        single = {r.env: r.steps for r in rl if r.env != "lmgym/MultiTask-v0"}
+        mixed = {r.steps for r in rl if r.env == "lmgym/MultiTask-v0"}
+        assert mixed == {sum(single.values())} and len(single) == 3
+
+
+def test_variants_add_hyperparameters_and_env_kwargs_to_the_algorithm_runs_only():
+    spec = leaderboard.load_spec(Path(leaderboard.HERE) / "specs" / "augment.yml")
+    runs = {r.run_id: r for r in leaderboard.expand(spec)}
+    on, off = runs["TREC-v0__ppo-on__tiny__1"], runs["TREC-v0__ppo-off__tiny__1"]
+    assert on.make_kwargs["augment"]["mask"] == 0.1 and "augment" not in off.make_kwargs
+    assert on.variant == "on" and off.variant == "off"
+    assert all("augment" not in r.make_kwargs for r in runs.values() if r.algo == "random")
+    assert runs["NER-v0__ppo-on__tiny__0"].make_kwargs["augment"] == {"mask": 0.1}
 
 
 def test_derived_data_builds_topic_tsv_and_feeds_the_env(tmp_path, monkeypatch):
