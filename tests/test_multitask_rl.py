@@ -104,6 +104,7 @@ def test_per_task_logger_records_each_tasks_return_and_metric():
     model.learn(256, callback=PerTaskLogger())
     logged = {k for d in dumps for k in d}
     assert {"tasks/ner/ep_rew_mean", "tasks/ner/entity_f1", "tasks/sst2/accuracy"} <= logged
+    assert {"tasks/ner/approx_kl", "tasks/sst2/approx_kl"} <= logged
 
     logger = PerTaskLogger()
     seen: dict[str, float] = {}
@@ -130,6 +131,26 @@ def test_per_task_logger_records_each_tasks_return_and_metric():
         "tasks/sst2/accuracy": 1.0,
         "tasks/sst2/episodes": 1,
     }
+
+
+@pytest.mark.parametrize("algo", ON_POLICY)
+def test_per_task_kl_is_zero_before_an_update_and_positive_after(algo):
+    model = _model(algo, "task")
+    _, callback = model._setup_learn(64, PerTaskLogger())
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    rollout = callback._rollout
+    assert rollout is not None, "the rollout is kept at its end"
+    before = callback.task_kl(rollout)
+    assert set(before) == {"ner", "sst2"}
+    assert all(abs(v) < 1e-7 for v in before.values()), before  # float noise only
+    model.train()
+    after = callback.task_kl(rollout)
+    noise = max(abs(v) for v in before.values())
+    assert all(v > max(1e-8, 10 * noise) for v in after.values()), (before, after)
+    seen: dict[str, float] = {}
+    model.logger.record = lambda key, value, exclude=None: seen.__setitem__(key, value)
+    callback.on_rollout_start()
+    assert seen == pytest.approx({f"tasks/{t}/approx_kl": v for t, v in after.items()})
 
 
 def test_train_script_logs_per_task_values_on_multitask_runs_only(tmp_path):
