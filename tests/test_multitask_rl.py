@@ -172,3 +172,27 @@ def test_train_script_logs_per_task_values_on_multitask_runs_only(tmp_path):
 
     assert {"tasks/ner/ep_rew_mean", "tasks/sst2/accuracy"} <= columns("lmgym/MultiTask-v0", "mt")
     assert not any(c.startswith("tasks/") for c in columns("lmgym/SST2-v0", "one"))
+
+
+def test_dqn_learns_on_the_mix_with_task_adapters_and_acts_within_each_task():
+    """DQN over MultiTask-v0: one Q head per task behind its adapter, greedy and exploring
+    actions always inside the episode's task's legal actions."""
+    cls, policy, kwargs = ALGOS["dqn"]
+    venv = make_vec_env("lmgym/MultiTask-v0", n_envs=2, seed=0, **TASKS)
+    pk = {**MICRO, **env_policy_kwargs(venv), "net_arch": [32]}
+    model = cls(policy, venv, seed=0, device="cpu", policy_kwargs=pk, **kwargs)
+    adapters = [m for m in model.policy.q_net.modules() if type(m).__name__ == "Adapter"]
+    assert len(adapters) == 2, "one adapter per task"
+    before = [p.detach().clone() for p in model.policy.q_net.parameters()]
+    model.learn(96)
+    moved = sum(
+        not np.allclose(a.numpy(), b.detach().numpy())
+        for a, b in zip(before, model.policy.q_net.parameters(), strict=True)
+    )
+    assert moved > 0, "the Q network trained"
+    obs = venv.reset()
+    for _ in range(40):
+        masks = venv.env_method("action_masks")
+        actions, _ = model.predict(obs, deterministic=False)
+        assert all(m[a] for m, a in zip(masks, actions, strict=True))
+        obs, *_ = venv.step(actions)
