@@ -120,6 +120,40 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(side.read_text())
 
 
+ENCODER_KEYS = ("features_extractor.", "pi_features_extractor.", "vf_features_extractor.")
+
+
+def copy_encoder(model: BaseAlgorithm, path: str | os.PathLike) -> dict[str, int]:
+    """Copy the encoder of the model saved at ``path`` into ``model`` (transfer, warm start
+    from another task or a multi-task run). Every ``*features_extractor.*`` parameter is
+    copied; the heads and the critic keep their fresh initialisation.
+
+    :param model: the model to start (its policy's encoder is overwritten in place).
+    :param path: a model saved by :func:`save_model`, of any env with the same tokenizer.
+    :return: ``{"copied": n tensors, "kept": m tensors}``.
+    :raises ValueError: when the encoders differ (another backbone or vocabulary), naming
+        the first mismatching tensor.
+    """
+    import torch as th
+
+    source, meta = load_model(path, device="cpu")
+    theirs = source.policy.state_dict()
+    ours = model.policy.state_dict()
+    wanted = [k for k in ours if k.startswith(ENCODER_KEYS) or ".features_extractor." in k]
+    for key in wanted:
+        if key not in theirs or theirs[key].shape != ours[key].shape:
+            found = tuple(theirs[key].shape) if key in theirs else "absent"
+            raise ValueError(
+                f"--init-from {path}: encoder tensor {key} is {found} there and "
+                f"{tuple(ours[key].shape)} here; both runs need the same backbone and tokenizer "
+                f"(the saved run used make_kwargs {meta.get('make_kwargs')})"
+            )
+    with th.no_grad():
+        for key in wanted:
+            ours[key].copy_(theirs[key].to(ours[key].device))
+    return {"copied": len(wanted), "kept": len(ours) - len(wanted)}
+
+
 def load_model(
     path: str | os.PathLike,
     env: Any = None,

@@ -93,6 +93,10 @@ class Args:
         "--hp pretrain_lr=...); the warm start is evaluated at step 0, so best_model.zip "
         "is never worse on validation"
     )
+    init_from: str | None = arg(
+        "start from the encoder of a saved model (a multi-task run, another task): its "
+        "*features_extractor.* weights are copied, heads and critic start fresh"
+    )
     kl_coef: float | None = arg("KL penalty toward the starting policy (0 = off)")
     kl_target: float | None = arg(
         "adapt the KL coefficient toward this per-step KL (Ziegler et al.)"
@@ -555,6 +559,10 @@ def build_model(
             policy_class(plan.policy), venv, seed=args.seed, device=args.device, verbose=0,
             policy_kwargs=policy_kwargs, **plan.algo_kwargs,
         )  # fmt: skip
+        if args.init_from:
+            from agents.evaluate import copy_encoder
+
+            copy_encoder(model, args.init_from)
     formats = (
         (["stdout"] if args.verbose else [])
         + ["csv"]

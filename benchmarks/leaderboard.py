@@ -13,9 +13,10 @@ Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examp
 (validation examples per learning-curve point), ``test_examples`` (null = whole split),
 ``device``, ``n_envs``, ``envs`` (id -> {make_kwargs, algos, backbones, derived_data} and any of
 ``steps``, ``eval_every``, ``eval_examples``, ``test_examples``, ``n_envs``, ``baselines`` to
-override the spec's for that env, and ``variants``: name -> {hyperparameter: value, and
-``make_kwargs`` to add env arguments}, one run of each algorithm per variant, recorded as
-``algo [name]``; baselines use the env's own ``make_kwargs``), ``algos``, ``backbones``,
+override the spec's for that env, and ``variants``: name -> {hyperparameter: value,
+``make_kwargs`` to add env arguments, ``init_from: {env, steps, make_kwargs, hyperparams}``
+to train that run first and start from its encoder (transfer)}, one run of each algorithm
+per variant, recorded as ``algo [name]``; baselines use the env's own ``make_kwargs``), ``algos``, ``backbones``,
 ``seeds``, ``hyperparams`` (algo -> {key: value}), ``baselines`` (random, majority, expert,
 supervised). ``derived_data: NAME`` builds
 a dataset of :data:`benchmarks.datasets.BUILDERS` into the lmgym cache and passes its
@@ -60,6 +61,8 @@ class RunConfig:
     make_kwargs: dict[str, Any] = field(default_factory=dict)
     hyperparams: dict[str, Any] = field(default_factory=dict)
     variant: str = ""
+    #: train this first ({env, steps, make_kwargs, hyperparams}) and start from its encoder
+    init_from: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -147,6 +150,7 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
             for variant, overrides in variants.items():
                 overrides = dict(overrides or {})
                 variant_kwargs = {**make_kwargs, **overrides.pop("make_kwargs", {})}
+                init_from = overrides.pop("init_from", None)
                 hyper = {**spec.get("hyperparams", {}).get(algo, {}), **overrides}
                 for backbone in env_spec.get("backbones", spec.get("backbones", ["tiny"])):
                     for seed in spec["seeds"]:
@@ -159,6 +163,7 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
                                 make_kwargs=variant_kwargs,
                                 hyperparams=hyper,
                                 variant=variant,
+                                init_from=init_from,
                                 **common,
                             )
                         )

@@ -181,14 +181,39 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
     }
 
 
+def _source_run(config: Any, tmp: str) -> tuple[list[str], dict[str, Any]]:
+    """Train ``config.init_from`` (the run a transfer starts from); return the flags that
+    start the target run from its encoder, and what the record says about it."""
+    from agents.train import main as train
+
+    source = dict(config.init_from)
+    path = Path(tmp) / "source.zip"
+    argv = [
+        source["env"], "--algo", config.algo, "--backbone", config.backbone, "--seed", str(config.seed),
+        "--device", config.device, "--n-envs", str(config.n_envs), "--total-timesteps", str(source["steps"]),
+        "--eval-freq", "-1", "--log-dir", tmp, "--run-name", "source", "--save-path", str(path),
+        "--verbose", "0", "--no-progress-bar", "--threads", "1",
+        *_env_kwarg_flags(source.get("make_kwargs", {})),
+    ]  # fmt: skip
+    for key, value in {"pretrain_steps": 0, **source.get("hyperparams", {})}.items():
+        argv += ["--hp", f"{key}={value}"]
+    if train(argv) != 0:
+        raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
+    return ["--init-from", str(path)], source
+
+
 def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
     from agents import load_model
     from agents.train import main as train
 
     curve = []
+    extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="lmgym-run-") as tmp:
         path = Path(tmp) / "model.zip"
         target, steps = 0, 0
+        init_flags: list[str] = []
+        if config.init_from:
+            init_flags, extra["init_from"] = _source_run(config, tmp)
         while steps < config.steps:
             target = min(config.steps, steps + config.eval_every)
             argv = [
@@ -202,6 +227,8 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
                 argv += ["--hp", f"{key}={value}"]
             if steps > 0:
                 argv.append("--resume")
+            else:
+                argv += init_flags
             if train(argv) != 0:
                 raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
             model, saved = load_model(path, device=config.device)
@@ -214,4 +241,4 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
             steps = int(model.num_timesteps)
             curve.append([steps, _validation_score(model, config, metric, make_kwargs)])
         metrics = _test_metrics(model, config, make_kwargs)
-    return {"metrics": metrics, "curve": curve, "steps": steps, "make_kwargs": make_kwargs}
+    return {"metrics": metrics, "curve": curve, "steps": steps, "make_kwargs": make_kwargs, **extra}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -324,3 +325,39 @@ def test_minilm_ppo_on_real_ner_sample(tmp_path):
     assert stats["final_accuracy"] > 0.9
     assert result["entity_f1"] > 0.3, result
     np.testing.assert_array_less(0, result["episodes"])
+
+
+def _train_sample(tmp_path, env_id: str, name: str, *extra: str) -> Path:
+    argv = [env_id, "--algo", "ppo", "--backbone", "tiny", "--total-timesteps", "32", "--n-envs", "2",
+            "--log-dir", str(tmp_path), "--run-name", name, "--eval-freq", "-1", "--verbose", "0",
+            "--no-progress-bar", "--hp", "n_steps=16", "--hp", "batch_size=16", *MICRO_HP, *extra]  # fmt: skip
+    assert train_module.main(argv) == 0
+    return tmp_path / name / "model.zip"
+
+
+def test_init_from_copies_the_encoder_of_a_multitask_run_and_nothing_else(tmp_path, capsys):
+    from agents import load_model
+
+    _real("lmgym/TREC-v0")
+    mix = ["--env-kwarg", "tasks=[lmgym/SST2-v0, lmgym/NER-v0]", "--data-dir", "sample"]
+    source = _train_sample(tmp_path, "lmgym/MultiTask-v0", "mix", *mix)
+    trec = ["--data-dir", "sample", "--env-kwarg", "tokenizer=minilm", "--hp", "learning_rate=0"]
+    fresh = _train_sample(tmp_path, "lmgym/TREC-v0", "fresh", *trec)
+    moved = _train_sample(tmp_path, "lmgym/TREC-v0", "moved", *trec, "--init-from", str(source))
+    capsys.readouterr()
+    (mix_model, _), (fresh_model, _), (moved_model, _) = (
+        load_model(p, device="cpu") for p in (source, fresh, moved)
+    )
+    theirs, blank, ours = (m.policy.state_dict() for m in (mix_model, fresh_model, moved_model))
+    encoder = [k for k in ours if k.startswith("features_extractor.")]
+    assert encoder and all(th_equal(ours[k], theirs[k]) for k in encoder), "lr 0: still the mix's"
+    heads = [k for k in ours if k.startswith("mlp_extractor.")]
+    assert heads and all(th_equal(ours[k], blank[k]) for k in heads), "heads start fresh"
+
+    own_vocab = ["--data-dir", "sample"]  # the env's own WordPiece: another embedding table
+    with pytest.raises(ValueError, match="same backbone and tokenizer"):
+        _train_sample(tmp_path, "lmgym/TREC-v0", "bad", *own_vocab, "--init-from", str(source))
+
+
+def th_equal(a, b) -> bool:
+    return bool((a == b).all())

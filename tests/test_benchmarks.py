@@ -293,3 +293,43 @@ def test_multitask_grid_runs_each_variant_and_scores_every_task(tmp_path):
     assert pooled["make_kwargs"]["tasks"] == {"lmgym/SST2-v0": 2.0, "lmgym/TREC-v0": 1.0}
     text = report.markdown(list(records.values()), "t")
     assert "| ppo [pooled] | tiny |" in text and "| ppo [task] | tiny |" in text
+
+
+TRANSFER_SPEC = """
+name: tr
+steps: 32
+eval_every: 32
+eval_examples: 4
+test_examples: 4
+device: cpu
+n_envs: 2
+seeds: [0]
+backbones: [tiny]
+algos: [ppo]
+baselines: []
+hyperparams: {ppo: {n_steps: 16, batch_size: 16}}
+envs:
+  lmgym/TREC-v0:
+    make_kwargs: {data_dir: sample, tokenizer: minilm}
+    variants:
+      scratch: {}
+      mix:
+        init_from:
+          env: lmgym/MultiTask-v0
+          steps: 32
+          make_kwargs: {data_dir: sample, tasks: [lmgym/SST2-v0, lmgym/NER-v0]}
+          hyperparams: {n_steps: 16, batch_size: 16}
+"""
+
+
+def test_transfer_variant_trains_its_source_run_first(tmp_path):
+    spec, out = tmp_path / "tr.yml", tmp_path / "records"
+    spec.write_text(TRANSFER_SPEC)
+    assert leaderboard.main([str(spec), "--out", str(out)]) == 0
+    records = {r["run_id"]: r for r in read_records(out)}
+    assert sorted(records) == ["TREC-v0__ppo-mix__tiny__0", "TREC-v0__ppo-scratch__tiny__0"]
+    mixed = records["TREC-v0__ppo-mix__tiny__0"]
+    assert mixed["init_from"]["env"] == "lmgym/MultiTask-v0" and mixed["steps"] == 32
+    assert "init_from" not in records["TREC-v0__ppo-scratch__tiny__0"]
+    scores = {k: r["metrics"]["accuracy"] for k, r in records.items()}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
