@@ -144,6 +144,7 @@ def test_train_throughput_times_rollout_and_update_apart(tmp_path):
         "minilm-recipe",
         "multitask",
         pytest.param("carryover", marks=needs_real_data),
+        pytest.param("transfer", marks=needs_real_data),
     ],
 )
 def test_rl_and_supervised_share_env_tokenizer_backbone_and_budget(spec_name):
@@ -161,7 +162,7 @@ def test_rl_and_supervised_share_env_tokenizer_backbone_and_budget(spec_name):
         assert ours == theirs, (run.run_id, ours, theirs)
         # a from-scratch encoder reads the env's own WordPiece, a pretrained one its vocab;
         # the multi-task comparison reads MiniLM's everywhere (tasks must share one)
-        uses_minilm = run.backbone == "minilm" or spec_name == "multitask"
+        uses_minilm = run.backbone == "minilm" or spec_name in ("multitask", "transfer")
         assert (ours.get("tokenizer") == "minilm") == uses_minilm, run.run_id
     if spec_name == "multitask":  # equal env steps: the mix plays each task's budget once
         single = {r.env: r.steps for r in rl if r.env != "lmgym/MultiTask-v0"}
