@@ -26,6 +26,7 @@ files as ``data_files`` (for ``lmgym/TextClassification-v0`` on data the recipe 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -146,27 +147,20 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
                         )
                     )
         variants = env_spec.get("variants") or {"": {}}
-        for algo in env_spec.get("algos", spec.get("algos", [])):
-            for variant, overrides in variants.items():
-                overrides = dict(overrides or {})
-                variant_kwargs = {**make_kwargs, **overrides.pop("make_kwargs", {})}
-                init_from = overrides.pop("init_from", None)
-                hyper = {**spec.get("hyperparams", {}).get(algo, {}), **overrides}
-                for backbone in env_spec.get("backbones", spec.get("backbones", ["tiny"])):
-                    for seed in spec["seeds"]:
-                        runs.append(
-                            RunConfig(
-                                env=env,
-                                algo=algo,
-                                backbone=backbone,
-                                seed=seed,
-                                make_kwargs=variant_kwargs,
-                                hyperparams=hyper,
-                                variant=variant,
-                                init_from=init_from,
-                                **common,
-                            )
-                        )
+        algos = env_spec.get("algos", spec.get("algos", []))
+        backbones = env_spec.get("backbones", spec.get("backbones", ["tiny"]))
+        for algo, (variant, settings), backbone, seed in itertools.product(
+            algos, variants.items(), backbones, spec["seeds"]
+        ):
+            settings = dict(settings or {})
+            extra_kwargs = settings.pop("make_kwargs", {})
+            init_from = settings.pop("init_from", None)
+            hyper = {**spec.get("hyperparams", {}).get(algo, {}), **settings}
+            runs.append(
+                RunConfig(env=env, algo=algo, backbone=backbone, seed=seed,
+                          make_kwargs={**make_kwargs, **extra_kwargs}, hyperparams=hyper,
+                          variant=variant, init_from=init_from, **common)
+            )  # fmt: skip
     return runs
 
 
