@@ -65,14 +65,13 @@ def primary_metric(env_id: str, make_kwargs: dict[str, Any]) -> str:
     return metric
 
 
-def _env_kwarg_flags(make_kwargs: dict[str, Any]) -> list[str]:
-    """``--env-kwarg KEY=VALUE`` flags; non-strings as JSON (which the flag reads as YAML),
-    so mappings such as MultiTask's ``tasks`` and ``None`` survive the trip."""
-    flags: list[str] = []
-    for key, value in make_kwargs.items():
-        text = value if isinstance(value, str) else json.dumps(value)
-        flags += ["--env-kwarg", f"{key}={text}"]
-    return flags
+def _flags(flag: str, values: dict[str, Any]) -> list[str]:
+    """``flag KEY=VALUE`` per item (``--env-kwarg``, ``--hp``); non-strings as JSON, which the
+    flags read as YAML, so mappings (MultiTask's ``tasks``) and ``None`` survive the trip."""
+    out: list[str] = []
+    for key, value in values.items():
+        out += [flag, f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    return out
 
 
 def run_one(config: Any) -> dict[str, Any]:
@@ -193,10 +192,9 @@ def _source_run(config: Any, tmp: str) -> tuple[list[str], dict[str, Any]]:
         "--device", config.device, "--n-envs", str(config.n_envs), "--total-timesteps", str(source["steps"]),
         "--eval-freq", "-1", "--log-dir", tmp, "--run-name", "source", "--save-path", str(path),
         "--verbose", "0", "--no-progress-bar", "--threads", "1",
-        *_env_kwarg_flags(source.get("make_kwargs", {})),
+        *_flags("--env-kwarg", source.get("make_kwargs", {})),
+        *_flags("--hp", {"pretrain_steps": 0, **source.get("hyperparams", {})}),
     ]  # fmt: skip
-    for key, value in {"pretrain_steps": 0, **source.get("hyperparams", {})}.items():
-        argv += ["--hp", f"{key}={value}"]
     if train(argv) != 0:
         raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
     return ["--init-from", str(path)], source
@@ -220,11 +218,9 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
                 config.env, "--algo", config.algo, "--backbone", config.backbone, "--seed", str(config.seed),
                 "--device", config.device, "--n-envs", str(config.n_envs), "--total-timesteps", str(target),
                 "--eval-freq", "-1", "--log-dir", tmp, "--run-name", "run", "--save-path", str(path), "--verbose", "0",
-                "--no-progress-bar", "--threads", "1", *_env_kwarg_flags(config.make_kwargs),
+                "--no-progress-bar", "--threads", "1", *_flags("--env-kwarg", config.make_kwargs),
+                *_flags("--hp", {"pretrain_steps": 0, **config.hyperparams}),
             ]  # fmt: skip
-            hyperparams = {"pretrain_steps": 0, **config.hyperparams}
-            for key, value in hyperparams.items():
-                argv += ["--hp", f"{key}={value}"]
             if steps > 0:
                 argv.append("--resume")
             else:

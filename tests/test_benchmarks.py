@@ -334,3 +334,13 @@ def test_transfer_variant_trains_its_source_run_first(tmp_path):
     assert "init_from" not in records["TREC-v0__ppo-scratch__tiny__0"]
     scores = {k: r["metrics"]["accuracy"] for k, r in records.items()}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_run_flags_carry_none_and_mappings_to_agents_train():
+    from agents.train import _key_values
+    from benchmarks.runner import _flags
+
+    values = {"target_kl": None, "tasks": {"lmgym/SST2-v0": 14.5}, "gamma": 0.0, "policy": "x y"}
+    flags = _flags("--hp", values)
+    assert flags[::2] == ["--hp"] * 4
+    assert _key_values(flags[1::2], "--hp") == values
