@@ -90,7 +90,12 @@ def task_name(env_id: str) -> str:
 
 
 def resolve_tasks(tasks: Mapping[str, float] | Sequence[str] | str) -> tuple[list[str], np.ndarray]:
-    """Task ids and sampling probabilities from ``{id: weight}`` or a list (uniform)."""
+    """Task ids and sampling probabilities from ``{id: weight}`` or a list (uniform).
+
+    The ids come back sorted, so a task's ``task_id`` does not depend on how the mix was
+    written: a policy trained on ``{"lmgym/SST2-v0": 1, "lmgym/NER-v0": 1}`` reads the same
+    ids from an env rebuilt from saved (key-sorted JSON) settings.
+    """
     if isinstance(tasks, str):
         tasks = [tasks]
     if isinstance(tasks, Mapping):
@@ -107,7 +112,8 @@ def resolve_tasks(tasks: Mapping[str, float] | Sequence[str] | str) -> tuple[lis
         raise ValueError(
             f"task weights must be finite, >= 0 and not all 0, got {dict(zip(ids, weights.tolist(), strict=True))}"
         )
-    return ids, weights / weights.sum()
+    order = np.argsort(ids, kind="stable")
+    return [ids[i] for i in order], weights[order] / weights.sum()
 
 
 class TaskMixSampler(ExampleSampler):
