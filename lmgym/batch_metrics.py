@@ -164,8 +164,6 @@ def _sha(*arrays: np.ndarray) -> str:
 
 def analyse_references(references: Sequence[str], max_order: int = 4, char_order: int = 6):
     """The reference analysis :class:`BatchSentenceScorer` needs, as arrays (cacheable)."""
-    from lmgym.data.loaders import PackedTexts
-
     words = [tokenize_13a(r.rstrip()).split() for r in references]
     vocab: dict[str, int] = {}
     word_ids = np.fromiter(
@@ -193,8 +191,8 @@ def analyse_references(references: Sequence[str], max_order: int = 4, char_order
         arrays["c_symbols"], char_offsets, max(len(alphabet), 1), char_order
     ).items():
         arrays[f"c_{name}"] = value
-    packed = PackedTexts.pack(list(vocab))
-    arrays["vocab_data"], arrays["vocab_offsets"] = packed["data"], packed["offsets"]  # type: ignore[assignment]
+    # 13a words hold no whitespace: the vocabulary is stored as one newline-joined text.
+    arrays["vocab"] = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
     return arrays
 
 
@@ -213,8 +211,6 @@ class BatchSentenceScorer:
     ) -> None:
         from sacrebleu.metrics import BLEU, CHRF
 
-        from lmgym.data.loaders import PackedTexts
-
         bleu, chrf = BLEU(effective_order=True), CHRF()
         if bleu.smooth_method != "exp" or chrf.word_order or chrf.whitespace or chrf.eps_smoothing:
             raise AssertionError("BatchSentenceScorer assumes sacreBLEU's default settings")
@@ -225,8 +221,9 @@ class BatchSentenceScorer:
         )
         if arrays is None:
             arrays = analyse_references(references, self.max_order, self.char_order)
-        words = PackedTexts(arrays["vocab_data"], arrays["vocab_offsets"])
-        self._vocab = {words[i]: i for i in range(len(words))}
+        blob = bytes(np.asarray(arrays["vocab"])).decode("utf-8")
+        words = blob.split("\n") if blob else []
+        self._vocab = {w: i for i, w in enumerate(words)}
         self._vocab[_SEP] = -2
         self.scalar = SentenceScorer(references)
         alphabet = np.asarray(arrays["alphabet"])
@@ -353,11 +350,14 @@ def cached_batch_scorer(references: Any) -> BatchSentenceScorer:
     (keyed by the references' bytes)."""
     from lmgym.data.cache import cached_arrays, fingerprint
 
-    texts = [references[i] for i in range(len(references))]
     key = fingerprint(
-        "batch-sentence-scorer-v1",
+        "batch-sentence-scorer-v2",
         _sha(np.asarray(references.data), np.asarray(references.offsets)),
     )
-    arrays, _ = cached_arrays("translation_refs", key, lambda: (analyse_references(texts), {}))
+    arrays, _ = cached_arrays(
+        "translation_refs",
+        key,
+        lambda: (analyse_references([references[i] for i in range(len(references))]), {}),
+    )
     plain = {k: v.view(np.ndarray) if isinstance(v, np.memmap) else v for k, v in arrays.items()}
-    return BatchSentenceScorer(texts, plain)
+    return BatchSentenceScorer(references, plain)
