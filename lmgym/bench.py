@@ -462,3 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["MaskedActionSampler", "data_kwargs", "main", "sample_kwargs"]
+
+
+if __name__ == "__main__":  # python -m lmgym.bench (same as lmgym bench)
+    sys.exit(main())

@@ -14,6 +14,7 @@ import pytest
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+from lmgym.batch_metrics import BatchSentenceScorer, cached_batch_scorer
 from lmgym.metrics import (
     NormalizedAnswer,
     SentenceScorer,
@@ -109,6 +110,23 @@ def test_sentence_scorer_equals_sacrebleu_on_tricky_strings():
         scorer.scores("ter", ["x"], [0])
 
 
+def test_batch_scorer_equals_sacrebleu_on_tricky_strings():
+    # Every hypothesis against every reference in one batch; the separator characters the
+    # batch path joins with (and falls back on) appear in some hypotheses.
+    references = TRICKY[1:]
+    hypotheses = TRICKY + ["a\x00b ein", "Mann \uffff läuft.", "1,000-2.5 ... ,a -b"]
+    scorer = BatchSentenceScorer(references)
+    pairs = [(h, e) for e in range(len(references)) for h in hypotheses]
+    for metric in ("bleu", "chrf"):
+        for batch in (pairs, [p for p in pairs if "\uffff" not in p[0]]):
+            got = scorer.scores(metric, [h for h, _ in batch], [e for _, e in batch])
+            expected = [sacre(metric, h, references[e]) for h, e in batch]
+            assert got.tolist() == expected, metric
+    assert scorer.scores("bleu", [], []).shape == (0,)
+    with pytest.raises(ValueError, match="choose one of"):
+        scorer.scores("ter", ["x"], [0])
+
+
 def test_sentence_scorer_cache_is_bounded_and_evictions_do_not_change_scores():
     references = TRICKY[5:]
     scorer = SentenceScorer(references, max_cached=2)
@@ -186,6 +204,34 @@ def test_sentence_scorer_equals_sacrebleu_on_multi30k_validation():
             f"{metric}: {sum(a != b for a, b in zip(got, expected, strict=True))} differ"
         )
         assert len(set(got)) > 100  # the texts span a range of scores, not just 0 and 100
+
+
+@needs_real_data
+@pytest.mark.data
+def test_batch_scorer_equals_sacrebleu_on_multi30k():
+    # Validation references with noisy, prefix, random-token and other-reference
+    # hypotheses; and the train split's cached analysis against random-token hypotheses
+    # (what a random policy writes), the same example twice in one batch included.
+    for split, kinds in (("validation", slice(None)), ("train", slice(3, 4))):
+        core = gym.make(TRANSLATION, split=split).unwrapped.core
+        rng = np.random.default_rng(0)
+        examples = rng.choice(core.n_examples, size=600, replace=split == "train")
+        hypotheses, owners = [], []
+        for example in examples.tolist():
+            texts = noisy_hypotheses(core, rng, example) + [core.references[example - 1]]
+            for text in texts[kinds]:
+                hypotheses.append(text)
+                owners.append(example)
+        batch = cached_batch_scorer(core.references)
+        for metric in ("bleu", "chrf"):
+            expected = [
+                sacre(metric, h, core.references[e])
+                for h, e in zip(hypotheses, owners, strict=True)
+            ]
+            got = batch.scores(metric, hypotheses, owners).tolist()
+            assert got == expected, (
+                f"{split} {metric}: {sum(a != b for a, b in zip(got, expected, strict=True))} differ"
+            )
 
 
 def validation_vec(env_id: str, n: int, reward_mode: str):

@@ -214,6 +214,16 @@ def test_vector_env_equals_sync_vector_env(mode):
     assert _vector_equals_sync(reward_mode=mode) >= 5
 
 
+@pytest.mark.parametrize("mode", ["bleu", "chrf"])
+def test_vector_env_scoring_many_episodes_at_once_equals_sync_vector_env(mode):
+    # Episodes that reach the length limit end together: batches of at least
+    # BATCH_SCORING hypotheses take the numpy scorer, the single envs score one by one.
+    from lmgym.envs.translation import BATCH_SCORING
+
+    n = 3 * BATCH_SCORING
+    assert _vector_equals_sync(n=n, steps=30, reward_mode=mode, max_target_length=6) >= 4 * n
+
+
 def test_action_mask_fn_restricts_the_vocabulary_and_vector_agrees():
     core = gym.make(ENV_ID, **SAMPLE).unwrapped.core
     allowed = [core.eos_id, *range(100, 140)]

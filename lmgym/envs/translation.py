@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from lmgym.batch_metrics import BatchSentenceScorer, cached_batch_scorer
 from lmgym.data.cache import fingerprint
 from lmgym.data.loaders import PackedTexts, ParallelText
 from lmgym.data.tokenization import tokenizer_digest
@@ -24,6 +25,9 @@ from lmgym.envs.translation_data import (  # noqa: F401  (re-exported: their for
 from lmgym.metrics import SentenceScorer, translation_scores
 
 REWARD_MODES = ("bleu", "chrf", "bleu_dense", "chrf_dense")
+#: From this many hypotheses on, sentence scores are computed as one numpy batch (below it,
+#: per hypothesis in Python, which is faster for a few).
+BATCH_SCORING = 16
 
 
 class TranslationCore(DatasetCore):
@@ -92,6 +96,7 @@ class TranslationCore(DatasetCore):
         self.sources = PackedTexts(arrays["src_data"], arrays["src_offsets"])
         self.n_target_truncated = int(meta["n_target_truncated"])
         self._scorer: SentenceScorer | None = None
+        self._batch_scorer: BatchSentenceScorer | None = None
 
         V, T = self.target_vocab_size, max_target_length
         self._ones = np.ones((1, V), dtype=np.int8)
@@ -160,8 +165,14 @@ class TranslationCore(DatasetCore):
 
         Equal to ``BLEU(effective_order=True).sentence_score(h, [ref]).score`` /
         ``CHRF().sentence_score(h, [ref]).score``; each reference is analysed once
-        (:class:`lmgym.metrics.SentenceScorer`).
+        (:class:`lmgym.metrics.SentenceScorer`). Batches of at least
+        :data:`BATCH_SCORING` hypotheses (the vector envs' episode ends) are scored together
+        with numpy (:class:`lmgym.batch_metrics.BatchSentenceScorer`, the same floats).
         """
+        if len(hypotheses) >= BATCH_SCORING:
+            if self._batch_scorer is None:
+                self._batch_scorer = cached_batch_scorer(self.references)
+            return self._batch_scorer.scores(metric, hypotheses, examples)
         if self._scorer is None:
             self._scorer = SentenceScorer(cast(Sequence[str], self.references))
         scores = self._scorer.scores(metric, hypotheses, cast(Sequence[int], examples))

@@ -1,0 +1,363 @@
+"""Sentence BLEU and chrF of a whole batch of hypotheses at once, with numpy.
+
+:class:`BatchSentenceScorer` gives the same floats as :class:`lmgym.metrics.SentenceScorer`
+(so as sacreBLEU's ``sentence_score``) for many finished episodes together: the vector
+envs end up to ``num_envs`` episodes in one step, where a Python loop over episodes cost
+about 0.7 ms each. The references are analysed once, for the whole split (kept in the
+on-disk cache), into per-reference n-gram ids; a batch then costs a few array passes per
+n-gram order:
+
+* every n-gram of a reference has a *local id* (equal n-grams of one reference share it)
+  and a count; the local id of an n-gram follows from the local id of its first ``n - 1``
+  symbols and the local unigram id of its last symbol, a lookup in a small dense table
+  per episode (``D[n-1] x D[1]`` entries);
+* a hypothesis position gets its unigram id from the episode's unigram table, and its
+  n-gram id from the (n-1)-gram id there and the unigram id ``n - 1`` further on; only
+  positions whose (n-1)-gram is in the reference are looked up at order ``n``;
+* the clipped match count of an order is ``sum(min(hyp count, ref count))`` over the local
+  ids (a ``bincount``), and the final arithmetic mirrors sacreBLEU's operation by
+  operation (chrF vectorised, since it is only ``+ - * /``; BLEU's ``exp``/``log`` with
+  :mod:`math` per episode, as sacreBLEU does).
+
+Symbols are characters without whitespace (chrF) and 13a words (BLEU); a hypothesis
+symbol that no reference holds never matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+
+from lmgym.metrics import SentenceScorer, tokenize_13a
+
+#: Joins the hypotheses of a batch for 13a tokenisation (a Unicode noncharacter; a batch
+#: holding it is scored one by one instead).
+_SEP = "\uffff"
+#: The characters :func:`lmgym.metrics.tokenize_13a` pads with spaces, but the space itself.
+_PADDED = '{|}~[\\]^_`!"#$%&()*+:;<=>?@/'
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``concat(arange(s, s + l))`` over the pairs, and which pair each entry comes from."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.cumsum(lengths) - lengths
+    return starts[owner] + (np.arange(int(lengths.sum())) - first[owner]), owner
+
+
+def analyse_sequences(
+    symbols: np.ndarray, offsets: np.ndarray, n_symbols: int, max_order: int
+) -> dict[str, np.ndarray]:
+    """Local n-gram ids of many symbol sequences (sequence ``r`` is
+    ``symbols[offsets[r]:offsets[r + 1]]``, symbols in ``0..n_symbols - 1``).
+
+    :return: for each order ``n``: ``lid{n}`` (``int32`` per position: the local id of the
+        n-gram starting there, -1 where none fits), ``distinct{n}`` (``int64`` per sequence)
+        and ``count{n}`` (``int32``, the count of each local id, sequence after sequence).
+    """
+    n_seq = len(offsets) - 1
+    lengths = np.diff(offsets)
+    owner = np.repeat(np.arange(n_seq, dtype=np.int64), lengths)
+    end = offsets[1:][owner]
+    position = np.arange(len(symbols), dtype=np.int64)
+    out: dict[str, np.ndarray] = {}
+    rank = None
+    rank_owner = owner
+    for n in range(1, max_order + 1):
+        valid = np.flatnonzero(position + n <= end)
+        last = symbols[valid + n - 1].astype(np.int64)
+        head = owner[valid] if rank is None else rank[valid]
+        keys, inverse, counts = np.unique(
+            head * n_symbols + last, return_inverse=True, return_counts=True
+        )
+        group = rank_owner[keys // n_symbols] if rank is not None else keys // n_symbols
+        base = np.searchsorted(group, np.arange(n_seq))
+        distinct = np.diff(np.append(base, len(keys)))
+        lid = np.full(len(symbols), -1, dtype=np.int32)
+        lid[valid] = inverse - base[owner[valid]]
+        full_rank = np.full(len(symbols), -1, dtype=np.int64)
+        full_rank[valid] = inverse
+        rank, rank_owner = full_rank, group
+        small = np.int16 if int(distinct.max(initial=0)) < 2**15 else np.int32
+        out[f"lid{n}"], out[f"distinct{n}"] = lid.astype(small), distinct.astype(np.int64)
+        out[f"count{n}"] = counts.astype(small)
+    return out
+
+
+class _NgramTables:
+    """The analysed references of one kind of symbol (see :func:`analyse_sequences`)."""
+
+    def __init__(
+        self, arrays: dict[str, np.ndarray], prefix: str, max_order: int, n_symbols: int
+    ) -> None:
+        self.max_order, self.n_symbols = max_order, max(n_symbols, 1)
+        self.symbols = arrays[f"{prefix}symbols"]
+        self.offsets = arrays[f"{prefix}offsets"]
+        self.lid = [arrays[f"{prefix}lid{n}"] for n in range(1, max_order + 1)]
+        self.distinct = [arrays[f"{prefix}distinct{n}"] for n in range(1, max_order + 1)]
+        self.count = [arrays[f"{prefix}count{n}"] for n in range(1, max_order + 1)]
+        self.count_base = [np.cumsum(d) - d for d in self.distinct]
+
+    def matches(self, refs: np.ndarray, hyp: np.ndarray, owner: np.ndarray) -> np.ndarray:
+        """Clipped n-gram matches ``int64[len(refs), max_order]`` of each hypothesis against
+        reference ``refs[k]``.
+
+        :param hyp: the hypotheses' reference symbol ids one after another, each followed by
+            a negative sentinel (a negative id is in no reference and never matches).
+        :param owner: the hypothesis of each entry of ``hyp``.
+        """
+        E, width = len(refs), self.n_symbols + 1
+        ref_start = self.offsets[refs]
+        rpos, rep = _ranges(ref_start, self.offsets[refs + 1] - ref_start)
+        # Batch-global n-gram ids: local id + the number of distinct n-grams of the
+        # references before (``gbase``); transitions through a dense table with a fixed
+        # stride (the batch's largest unigram count) over the last symbol's unigram id.
+        gbase = [np.cumsum(d[refs]) - d[refs] for d in self.distinct]
+        lid1 = self.lid[0][rpos].astype(np.int32)
+        g1 = gbase[0][rep].astype(np.int32) + lid1
+        owner = owner.astype(np.int32, copy=False)
+        table = np.full(E * width, -1, dtype=np.int32)
+        table[rep * width + self.symbols[rpos]] = g1
+        u = table[owner * width + np.where(hyp < 0, width - 1, hyp)]  # batch-global unigram ids
+        local_u = u - gbase[0][owner].astype(np.int32)  # per-episode unigram id (when >= 0)
+        stride = int(self.distinct[0][refs].max(initial=1))
+        cand = np.flatnonzero(u >= 0).astype(np.int32)
+        current = u[cand]
+        correct = np.zeros((E, self.max_order), dtype=np.int64)
+        for n in range(1, self.max_order + 1):
+            if n > 1:
+                # The (n-1)-gram at i is in the reference; so must the symbol n-1 further on
+                # be (the sentinels stop windows at the end of each hypothesis).
+                last = u[cand + (n - 1)]
+                keep = last >= 0
+                cand, current = cand[keep], current[keep]
+                last = local_u[cand + (n - 1)]
+                lid_n = self.lid[n - 1][rpos]
+                ok = lid_n >= 0
+                r_ok, e_ok = rpos[ok], rep[ok]
+                prev = gbase[n - 2][e_ok] + self.lid[n - 2][r_ok]
+                table = np.full(int(self.distinct[n - 2][refs].sum()) * stride, -1, dtype=np.int32)
+                table[prev * stride + self.lid[0][r_ok + n - 1]] = gbase[n - 1][e_ok] + lid_n[ok]
+                current = table[current * stride + last]
+                keep = current >= 0
+                cand, current = cand[keep], current[keep]
+            if not len(cand):
+                break
+            dn = self.distinct[n - 1][refs]
+            hyp_counts = np.bincount(current, minlength=int(dn.sum()))
+            gidx, gep = _ranges(self.count_base[n - 1][refs], dn)
+            clipped = np.minimum(hyp_counts, self.count[n - 1][gidx])
+            correct[:, n - 1] = np.bincount(gep, weights=clipped, minlength=E).astype(np.int64)
+        return correct
+
+
+def _sha(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def analyse_references(references: Sequence[str], max_order: int = 4, char_order: int = 6):
+    """The reference analysis :class:`BatchSentenceScorer` needs, as arrays (cacheable)."""
+    words = [tokenize_13a(r.rstrip()).split() for r in references]
+    vocab: dict[str, int] = {}
+    word_ids = np.fromiter(
+        (vocab.setdefault(w, len(vocab)) for ws in words for w in ws), dtype=np.int64
+    )
+    word_offsets = np.zeros(len(words) + 1, dtype=np.int64)
+    word_offsets[1:] = np.cumsum([len(ws) for ws in words])
+    lines = ["".join(r.split()) for r in references]
+    chars = np.frombuffer("".join(lines).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    char_offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+    char_offsets[1:] = np.cumsum([len(line) for line in lines])
+    alphabet, char_ids = np.unique(chars, return_inverse=True)
+    arrays: dict[str, np.ndarray] = {
+        "w_symbols": word_ids,
+        "w_offsets": word_offsets,
+        "c_symbols": char_ids.astype(np.int32),
+        "c_offsets": char_offsets,
+        "alphabet": alphabet,
+    }
+    for name, value in analyse_sequences(
+        word_ids, word_offsets, max(len(vocab), 1), max_order
+    ).items():
+        arrays[f"w_{name}"] = value
+    for name, value in analyse_sequences(
+        arrays["c_symbols"], char_offsets, max(len(alphabet), 1), char_order
+    ).items():
+        arrays[f"c_{name}"] = value
+    # 13a words hold no whitespace: the vocabulary is stored as one newline-joined text.
+    arrays["vocab"] = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
+    return arrays
+
+
+class BatchSentenceScorer:
+    """Sentence BLEU / chrF of many hypotheses at once, equal to
+    :class:`lmgym.metrics.SentenceScorer` (and so to sacreBLEU) float for float.
+
+    :param references: the reference sentence of each example.
+    :param arrays: a precomputed :func:`analyse_references` of them (else computed here).
+    """
+
+    METRICS = ("bleu", "chrf")
+
+    def __init__(
+        self, references: Sequence[str], arrays: dict[str, np.ndarray] | None = None
+    ) -> None:
+        from sacrebleu.metrics import BLEU, CHRF
+
+        bleu, chrf = BLEU(effective_order=True), CHRF()
+        if bleu.smooth_method != "exp" or chrf.word_order or chrf.whitespace or chrf.eps_smoothing:
+            raise AssertionError("BatchSentenceScorer assumes sacreBLEU's default settings")
+        self.max_order, self.char_order, self.beta = (
+            bleu.max_ngram_order,
+            chrf.char_order,
+            chrf.beta,
+        )
+        if arrays is None:
+            arrays = analyse_references(references, self.max_order, self.char_order)
+        blob = bytes(np.asarray(arrays["vocab"])).decode("utf-8")
+        words = blob.split("\n") if blob else []
+        self._vocab = {w: i for i, w in enumerate(words)}
+        self._vocab[_SEP] = -2
+        self.scalar = SentenceScorer(references)
+        alphabet = np.asarray(arrays["alphabet"])
+        self.words = _NgramTables(arrays, "w_", self.max_order, len(words))
+        self.chars = _NgramTables(arrays, "c_", self.char_order, len(alphabet))
+        top = int(alphabet.max(initial=0)) + 1
+        self._char_id = np.full(top + 1, -1, dtype=np.int64)  # the last entry: beyond the alphabet
+        self._char_id[alphabet] = np.arange(len(alphabet))
+
+    # -- hypotheses to symbol ids ---------------------------------------------------------------
+    def _word_ids(self, hypotheses: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """13a words of each hypothesis as reference word ids (-1: in no reference), each
+        hypothesis followed by a sentinel -2; which hypothesis each entry belongs to; and
+        the number of words of each."""
+        line = f" {_SEP} ".join(h.rstrip() for h in hypotheses)
+        line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+        if "&" in line:
+            line = line.replace("&quot;", '"').replace("&amp;", "&")
+            line = line.replace("&lt;", "<").replace("&gt;", ">")
+        for c in _PADDED:
+            if c in line:
+                line = line.replace(c, f" {c} ")
+        parts = line.split(_SEP)
+        if "." in line or "," in line or "-" in line:
+            # 13a's context rules (digits next to . , -) act within whitespace-separated words.
+            parts = [tokenize_13a(p) if ("." in p or "," in p or "-" in p) else p for p in parts]
+        words = f" {_SEP} ".join(parts).split()
+        get = self._vocab.get
+        ids = np.fromiter(map(get, words, repeat(-1)), dtype=np.int64, count=len(words))
+        ids = np.append(ids, -2)  # a sentinel after the last hypothesis too
+        sep = ids == -2
+        owner = np.cumsum(sep) - sep
+        return ids, owner, np.bincount(owner, minlength=len(hypotheses)) - 1
+
+    def _char_ids(self, hypotheses: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Characters (whitespace dropped) of each hypothesis as reference alphabet ids (-1:
+        in no reference), each hypothesis followed by a sentinel -1; which hypothesis each
+        entry belongs to; and the number of characters of each."""
+        lines = ["".join(h.split()) for h in hypotheses]
+        sizes = np.array([len(line) for line in lines], dtype=np.int64)
+        text = "\x00".join(lines) + "\x00"
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        table = self._char_id
+        ids = table[np.minimum(cps, len(table) - 1)]
+        owner = np.repeat(np.arange(len(lines)), sizes + 1)
+        ids[np.cumsum(sizes + 1) - 1] = -1  # the sentinels
+        return ids, owner, sizes
+
+    # -- scores ---------------------------------------------------------------------------------
+    def bleu(self, hypotheses: Sequence[str], examples: np.ndarray) -> np.ndarray:
+        ids, owner, hyp_len = self._word_ids(hypotheses)
+        correct = self.words.matches(examples, ids, owner)
+        ref_len = np.diff(self.words.offsets)[examples]
+        N = self.max_order
+        total = np.maximum(hyp_len[:, None] - np.arange(N)[None, :], 0)
+        # sacreBLEU's compute_bleu with exp smoothing: each zero-match order doubles the
+        # smoothing divisor; orders stop at the first with no hypothesis n-gram.
+        zero = correct == 0
+        smooth = np.cumprod(np.where(zero, 2.0, 1.0), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precisions = np.where(
+                zero, 100.0 / (smooth * total), 100.0 * correct / np.maximum(total, 1)
+            )
+        eff = (total > 0).sum(axis=1)  # total is non-increasing in n
+        out = np.zeros(len(hypotheses), dtype=np.float64)
+        log, exp = math.log, math.exp
+        rows = np.flatnonzero(correct.any(axis=1))
+        for k, p, e, s, r in zip(
+            rows.tolist(),
+            precisions[rows].tolist(),
+            eff[rows].tolist(),
+            hyp_len[rows].tolist(),
+            ref_len[rows].tolist(),
+            strict=True,
+        ):
+            bp = exp(1 - r / s) if s < r else 1.0
+            out[k] = bp * exp(sum([log(x) for x in p[:e]]) / e)
+        return out
+
+    def chrf(self, hypotheses: Sequence[str], examples: np.ndarray) -> np.ndarray:
+        ids, owner, size = self._char_ids(hypotheses)
+        match = self.chars.matches(examples, ids, owner)
+        ref_len = np.diff(self.chars.offsets)[examples]
+        eps, factor = 1e-16, float(self.beta**2)
+        score = np.zeros(len(hypotheses), dtype=np.float64)
+        avg_prec = np.zeros(len(hypotheses), dtype=np.float64)
+        avg_rec = np.zeros(len(hypotheses), dtype=np.float64)
+        effective = np.zeros(len(hypotheses), dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for i in range(self.char_order):
+                n_ref = np.maximum(ref_len - i, 0)
+                n_hyp = np.where(n_ref > 0, np.maximum(size - i, 0), 0)
+                m = match[:, i].astype(np.float64)
+                prec = np.where(n_hyp > 0, m / n_hyp, eps)
+                rec = np.where(n_ref > 0, m / n_ref, eps)
+                denom = factor * prec + rec
+                score = score + np.where(denom > 0, (1 + factor) * prec * rec / denom, eps)
+                both = (n_hyp > 0) & (n_ref > 0)
+                avg_prec = np.where(both, avg_prec + prec, avg_prec)
+                avg_rec = np.where(both, avg_rec + rec, avg_rec)
+                effective += both
+            avg_prec = np.where(effective > 0, avg_prec / effective, 0.0)
+            avg_rec = np.where(effective > 0, avg_rec / effective, 0.0)
+            f = (1 + factor) * avg_prec * avg_rec
+            f = f / (factor * avg_prec + avg_rec)
+        return np.where(avg_prec + avg_rec != 0, 100 * f, 0.0)
+
+    def scores(self, metric: str, hypotheses: Sequence[str], examples: Sequence[int]) -> np.ndarray:
+        """``metric`` of each hypothesis against its example's reference (``float64``)."""
+        if metric not in self.METRICS:
+            raise ValueError(f"metric={metric!r}: choose one of {self.METRICS}")
+        examples = np.asarray(examples, dtype=np.int64)
+        if not len(hypotheses):
+            return np.zeros(0, dtype=np.float64)
+        if metric == "bleu" and any(_SEP in h for h in hypotheses):
+            return np.array(self.scalar.scores(metric, hypotheses, examples), dtype=np.float64)
+        score = self.bleu if metric == "bleu" else self.chrf
+        return score(hypotheses, examples)
+
+
+def cached_batch_scorer(references: Any) -> BatchSentenceScorer:
+    """A :class:`BatchSentenceScorer` of packed references (a
+    :class:`~lmgym.data.loaders.PackedTexts`), its analysis kept in the on-disk cache
+    (keyed by the references' bytes)."""
+    from lmgym.data.cache import cached_arrays, fingerprint
+
+    key = fingerprint(
+        "batch-sentence-scorer-v2",
+        _sha(np.asarray(references.data), np.asarray(references.offsets)),
+    )
+    arrays, _ = cached_arrays(
+        "translation_refs",
+        key,
+        lambda: (analyse_references([references[i] for i in range(len(references))]), {}),
+    )
+    plain = {k: v.view(np.ndarray) if isinstance(v, np.memmap) else v for k, v in arrays.items()}
+    return BatchSentenceScorer(references, plain)
