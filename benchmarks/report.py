@@ -76,9 +76,59 @@ def markdown(
                 f"| {key[0]} | {key[1]} | {mean_std(values)} | {', '.join(map(str, steps))} | {wall:.0f} | {'; '.join(devices)} | {', '.join(commits)} |"
             )
         lines.append("")
+    lines += per_task_table(records)
     if throughput:
         lines += throughput_table(throughput)
     return "\n".join(lines)
+
+
+def per_task_table(records: list[dict[str, Any]]) -> list[str]:
+    """Each task of a MultiTask mix: its score inside the mix (``"{task}/{metric}"``) next
+    to the single-task runs of the same spec, per algorithm label; empty without a mix."""
+    from lmgym.envs.sampling import task_name
+
+    groups = _group(records)
+    mixes = [env for env in groups if env.startswith("lmgym/MultiTask")]
+    if not mixes:
+        return []
+    single = {task_name(env): env for env in groups if env not in mixes}
+    lines: list[str] = []
+    for mix in mixes:
+        keys = [k for k in sorted(groups[mix], key=_order) if k[0] not in BASELINES]
+        tasks = [
+            (name, groups[single[name]] if name in single else {}, metric)
+            for name, metric in _mix_metrics(groups[mix])
+        ]
+        solo_keys = sorted(
+            {k for _, solo, _ in tasks for k in solo if k[0] not in BASELINES}, key=_order
+        )
+        header = [f"{k[0]} (single task)" for k in solo_keys] + [f"{k[0]} (mix)" for k in keys]
+        lines += [
+            f"## {mix}: each task, in the mix vs alone (test)",
+            "",
+            "| task | " + " | ".join(header) + " |",
+            "|---" * (len(header) + 1) + "|",
+        ]
+        for _, solo, metric in tasks:
+            cells = [
+                mean_std([r["metrics"][metric.split("/", 1)[1]] for r in solo[k]])
+                if k in solo
+                else "-"
+                for k in solo_keys
+            ]
+            cells += [mean_std([r["metrics"][metric] for r in groups[mix][k]]) for k in keys]
+            lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _mix_metrics(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tuple[str, str]]:
+    """``(task, "task/metric")`` of each task's primary metric in a mix's records."""
+    from lmgym.envs.core import FAMILY_METRIC
+
+    names = sorted({k for runs in groups.values() for r in runs for k in r["metrics"] if "/" in k})
+    primaries = set(FAMILY_METRIC.values())
+    return [(n.split("/", 1)[0], n) for n in names if n.split("/", 1)[1] in primaries]
 
 
 def throughput_table(bench: dict[str, Any]) -> list[str]:

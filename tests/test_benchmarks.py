@@ -294,6 +294,19 @@ def test_multitask_grid_runs_each_variant_and_scores_every_task(tmp_path):
     assert pooled["make_kwargs"]["tasks"] == {"lmgym/SST2-v0": 2.0, "lmgym/TREC-v0": 1.0}
     text = report.markdown(list(records.values()), "t")
     assert "| ppo [pooled] | tiny |" in text and "| ppo [task] | tiny |" in text
+    # the per-task table puts each task's score in the mix beside its single-task runs
+    alone = {**records["MultiTask-v0__random__-__0"], "env": "lmgym/TREC-v0", "algo": "ppo",
+             "backbone": "tiny", "variant": "", "metrics": {"accuracy": 0.5}}  # fmt: skip
+    table = "\n".join(report.per_task_table([*records.values(), alone]))
+    trec = next(line for line in table.splitlines() if line.startswith("| trec/accuracy |"))
+    assert (
+        "ppo (single task)" in table and "ppo [task] (mix)" in table and "supervised (mix)" in table
+    )
+    assert trec.split(" | ")[1] == "0.500 (1 seed)"
+    mixed = records["MultiTask-v0__ppo-task__tiny__0"]["metrics"]["trec/accuracy"]
+    assert f"{mixed:.3f} (1 seed)" in trec
+    sst2 = next(line for line in table.splitlines() if line.startswith("| sst2/accuracy |"))
+    assert sst2.split(" | ")[1] == "-", "no single-task SST-2 run in these records"
 
 
 TRANSFER_SPEC = """
