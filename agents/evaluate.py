@@ -120,9 +120,6 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(side.read_text())
 
 
-ENCODER_KEYS = ("features_extractor.", "pi_features_extractor.", "vf_features_extractor.")
-
-
 def copy_encoder(model: BaseAlgorithm, path: str | os.PathLike) -> dict[str, int]:
     """Copy the encoder of the model saved at ``path`` into ``model`` (transfer, warm start
     from another task or a multi-task run). Every ``*features_extractor.*`` parameter is
@@ -139,7 +136,7 @@ def copy_encoder(model: BaseAlgorithm, path: str | os.PathLike) -> dict[str, int
     source, meta = load_model(path, device="cpu")
     theirs = source.policy.state_dict()
     ours = model.policy.state_dict()
-    wanted = [k for k in ours if k.startswith(ENCODER_KEYS) or ".features_extractor." in k]
+    wanted = [k for k in ours if "features_extractor." in k]  # pi_/vf_/q_net.features_...
     for key in wanted:
         if key not in theirs or theirs[key].shape != ours[key].shape:
             found = tuple(theirs[key].shape) if key in theirs else "absent"

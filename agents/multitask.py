@@ -76,14 +76,13 @@ class PerTaskLogger(BaseCallback):
         buffer = getattr(self.model, "rollout_buffer", None)
         observations = getattr(buffer, "observations", None)
         if self.kl and isinstance(observations, dict) and "task_id" in observations:
+            masks = getattr(buffer, "action_masks", None)
             self._rollout = {
-                "obs": {k: v.copy() for k, v in buffer.observations.items()},
+                "obs": {k: v.copy() for k, v in observations.items()},
                 "actions": buffer.actions.copy(),
                 "log_probs": buffer.log_probs.copy(),
-                "masks": getattr(buffer, "action_masks", None),
+                "masks": None if masks is None else masks.copy(),
             }
-            if self._rollout["masks"] is not None:
-                self._rollout["masks"] = self._rollout["masks"].copy()
 
     def _on_rollout_start(self) -> None:
         if self._rollout is not None:

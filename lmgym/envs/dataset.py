@@ -146,11 +146,7 @@ class DatasetCore(TaskCore):
             self.token_info.pad_id,
         )
         if self.split == "train":
-            self.augmenter = augmenter
-
-    @property
-    def augments(self) -> bool:  # type: ignore[override]
-        return self.augmenter is not None
+            self.augmenter, self.augments = augmenter, True
 
     def augment_examples(
         self, state: State, slots: np.ndarray, rngs: list[np.random.Generator]

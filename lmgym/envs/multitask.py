@@ -56,6 +56,7 @@ class MultiTaskCore(TaskCore):
         self.time_limits = np.array([limit or 0 for _, limit in built], dtype=np.int64)
         self.task_names = [task_name(i) for i in self.task_ids]
         self.task_families = [core.family for core in self.cores]
+        self.augments = any(core.augments for core in self.cores)
         self.n_tasks = len(self.cores)
         self._check_tokenizers()
         self.tokenizer = self.cores[0].tokenizer
@@ -192,10 +193,6 @@ class MultiTaskCore(TaskCore):
             core.load_examples(self.sub_state(state, k), where, local[mine])
             self._write_padding(state, k, where, lambda key: f"obs/{key}")
             state[f"obs/{TASK_KEY}"][where, 0] = k
-
-    @property
-    def augments(self) -> bool:  # type: ignore[override]
-        return any(core.augments for core in self.cores)
 
     def augment_examples(
         self, state: State, slots: np.ndarray, rngs: list[np.random.Generator]
