@@ -16,11 +16,11 @@ Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examp
 override the spec's for that env, and ``variants``: name -> {hyperparameter: value,
 ``make_kwargs`` to add env arguments, ``init_from: {env, steps, make_kwargs, hyperparams}``
 to train that run first and start from its encoder (transfer)}, one run of each algorithm
-per variant, recorded as ``algo [name]``; baselines use the env's own ``make_kwargs``), ``algos``, ``backbones``,
-``seeds``, ``hyperparams`` (algo -> {key: value}), ``baselines`` (random, majority, expert,
-supervised). ``derived_data: NAME`` builds
-a dataset of :data:`benchmarks.datasets.BUILDERS` into the lmgym cache and passes its
-files as ``data_files`` (for ``lmgym/TextClassification-v0`` on data the recipe never saw).
+per variant, recorded as ``algo [name]``; baselines use the env's own ``make_kwargs``),
+``algos``, ``backbones``, ``seeds``, ``hyperparams`` (algo -> {key: value}), ``baselines``
+(random, majority, expert, supervised). ``derived_data: NAME`` builds a dataset of
+:data:`benchmarks.datasets.BUILDERS` into the lmgym cache and passes its files as
+``data_files`` (for ``lmgym/TextClassification-v0`` on data the recipe never saw).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from benchmarks.records import run_id, write_record
 HERE = Path(__file__).parent
 NO_BACKBONE = "-"
 #: spec keys an env entry may override (e.g. fewer test examples where scoring is slow)
-ENV_OVERRIDES = ("steps", "eval_every", "eval_examples", "test_examples", "n_envs")  # + baselines
+ENV_OVERRIDES = ("steps", "eval_every", "eval_examples", "test_examples", "n_envs")
 
 
 @dataclass(frozen=True)

@@ -180,24 +180,32 @@ def _supervised(config: Any, metric: str) -> dict[str, Any]:
     }
 
 
+def _train_argv(
+    config: Any, env: str, steps: int, tmp: str, name: str, make_kwargs: dict[str, Any],
+    hyperparams: dict[str, Any],
+) -> list[str]:  # fmt: skip
+    """``agents.train`` flags for ``steps`` env steps of ``env`` saved to ``<tmp>/<name>.zip``,
+    quiet, one thread, without the YAML's behaviour-cloning warm start."""
+    return [
+        env, "--algo", config.algo, "--backbone", config.backbone, "--seed", str(config.seed),
+        "--device", config.device, "--n-envs", str(config.n_envs), "--total-timesteps", str(steps),
+        "--eval-freq", "-1", "--log-dir", tmp, "--run-name", name, "--save-path", str(Path(tmp) / f"{name}.zip"),
+        "--verbose", "0", "--no-progress-bar", "--threads", "1", *_flags("--env-kwarg", make_kwargs),
+        *_flags("--hp", {"pretrain_steps": 0, **hyperparams}),
+    ]  # fmt: skip
+
+
 def _source_run(config: Any, tmp: str) -> tuple[list[str], dict[str, Any]]:
     """Train ``config.init_from`` (the run a transfer starts from); return the flags that
     start the target run from its encoder, and what the record says about it."""
     from agents.train import main as train
 
     source = dict(config.init_from)
-    path = Path(tmp) / "source.zip"
-    argv = [
-        source["env"], "--algo", config.algo, "--backbone", config.backbone, "--seed", str(config.seed),
-        "--device", config.device, "--n-envs", str(config.n_envs), "--total-timesteps", str(source["steps"]),
-        "--eval-freq", "-1", "--log-dir", tmp, "--run-name", "source", "--save-path", str(path),
-        "--verbose", "0", "--no-progress-bar", "--threads", "1",
-        *_flags("--env-kwarg", source.get("make_kwargs", {})),
-        *_flags("--hp", {"pretrain_steps": 0, **source.get("hyperparams", {})}),
-    ]  # fmt: skip
+    argv = _train_argv(config, source["env"], source["steps"], tmp, "source",
+                       source.get("make_kwargs", {}), source.get("hyperparams", {}))  # fmt: skip
     if train(argv) != 0:
         raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
-    return ["--init-from", str(path)], source
+    return ["--init-from", str(Path(tmp) / "source.zip")], source
 
 
 def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
@@ -207,20 +215,15 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
     curve = []
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="lmgym-run-") as tmp:
-        path = Path(tmp) / "model.zip"
+        path = Path(tmp) / "run.zip"
         target, steps = 0, 0
         init_flags: list[str] = []
         if config.init_from:
             init_flags, extra["init_from"] = _source_run(config, tmp)
         while steps < config.steps:
             target = min(config.steps, steps + config.eval_every)
-            argv = [
-                config.env, "--algo", config.algo, "--backbone", config.backbone, "--seed", str(config.seed),
-                "--device", config.device, "--n-envs", str(config.n_envs), "--total-timesteps", str(target),
-                "--eval-freq", "-1", "--log-dir", tmp, "--run-name", "run", "--save-path", str(path), "--verbose", "0",
-                "--no-progress-bar", "--threads", "1", *_flags("--env-kwarg", config.make_kwargs),
-                *_flags("--hp", {"pretrain_steps": 0, **config.hyperparams}),
-            ]  # fmt: skip
+            argv = _train_argv(config, config.env, target, tmp, "run", config.make_kwargs,
+                               config.hyperparams)  # fmt: skip
             if steps > 0:
                 argv.append("--resume")
             else:
