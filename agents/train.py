@@ -31,6 +31,7 @@ import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,8 @@ def load_hyperparams(
     """The merged hyperparameter entry of ``env_id`` for ``algo``.
 
     :param algo: algorithm name (file ``agents/hyperparams/<algo>.yml``).
-    :param env_id: entry key; ``default`` is applied first, then this entry if present.
+    :param env_id: entry key; ``default`` is applied first, then every entry whose key is a
+        glob pattern matching ``env_id`` (``lmgym/*``), then this entry if present.
     :param backbone: applies ``backbone_overrides[backbone]`` of the merged entry (its dict
         values, such as ``env_kwargs``, merge into the entry's rather than replace them).
     :param path: read this YAML file instead.
@@ -190,7 +192,8 @@ def load_hyperparams(
             else:
                 entry[name] = value
 
-    for key in ("default", env_id):
+    patterns = sorted(k for k in table if "*" in k and k != env_id and fnmatch(env_id, k))
+    for key in ("default", *patterns, env_id):
         merge(table.get(key) or {})
     backbone = backbone or entry.get("backbone", "tiny")
     merge((entry.pop("backbone_overrides", None) or {}).get(backbone, {}))

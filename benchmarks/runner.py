@@ -38,8 +38,8 @@ def run_setup(config: Any, algo: str | None = None) -> dict[str, Any]:
     """The env kwargs and policy kwargs a run trains with, as ``agents.train`` resolves them.
 
     The YAML entry of ``algo`` (default: the run's, PPO's for baselines) for the env and
-    backbone gives ``env_kwargs`` (e.g. ``tokenizer: minilm`` for the pretrained backbone
-    only) and ``policy_kwargs``; the spec's ``make_kwargs`` and ``hyperparams`` override
+    backbone gives ``env_kwargs`` (e.g. ``tokenizer: minilm``, the vocabulary every backbone
+    reads) and ``policy_kwargs``; the spec's ``make_kwargs`` and ``hyperparams`` override
     them. RL runs and the supervised baseline both read their observations through this,
     so they share env, tokenizer, backbone and budget.
 

@@ -127,6 +127,16 @@ def test_hyperparams_have_every_env_and_a_default(algo):
     )
 
 
+@pytest.mark.parametrize("algo", train_module.ALGOS)
+def test_lmgym_pattern_entry_gives_every_lmgym_env_minilm_vocabulary_and_no_other(algo):
+    ner = train_module.load_hyperparams(algo, "lmgym/NER-v0", backbone="tiny")
+    assert ner["env_kwargs"] == {"tokenizer": "minilm", "reward_mode": "balanced"}
+    unlisted = train_module.load_hyperparams(algo, "lmgym/MultipleChoiceQA-v0", backbone="tiny")
+    assert unlisted["env_kwargs"] == {"tokenizer": "minilm"}
+    other = train_module.load_hyperparams(algo, "agents_testing/FakeNER-v0", backbone="tiny")
+    assert "tokenizer" not in other.get("env_kwargs", {})
+
+
 @pytest.mark.parametrize("algo", ["ppo", "maskable_ppo", "dqn", "reinforce"])
 def test_train_main_end_to_end_and_resume(algo, tmp_path, capsys):
     register_fake_envs()
@@ -341,7 +351,7 @@ def test_init_from_copies_the_encoder_of_a_multitask_run_and_nothing_else(tmp_pa
     _real("lmgym/TREC-v0")
     mix = ["--env-kwarg", "tasks=[lmgym/SST2-v0, lmgym/NER-v0]", "--data-dir", "sample"]
     source = _train_sample(tmp_path, "lmgym/MultiTask-v0", "mix", *mix)
-    trec = ["--data-dir", "sample", "--env-kwarg", "tokenizer=minilm", "--hp", "learning_rate=0"]
+    trec = ["--data-dir", "sample", "--hp", "learning_rate=0"]  # MiniLM's vocab, as the mix
     fresh = _train_sample(tmp_path, "lmgym/TREC-v0", "fresh", *trec)
     moved = _train_sample(tmp_path, "lmgym/TREC-v0", "moved", *trec, "--init-from", str(source))
     capsys.readouterr()
@@ -354,7 +364,7 @@ def test_init_from_copies_the_encoder_of_a_multitask_run_and_nothing_else(tmp_pa
     heads = [k for k in ours if k.startswith("mlp_extractor.")]
     assert heads and all(th_equal(ours[k], blank[k]) for k in heads), "heads start fresh"
 
-    own_vocab = ["--data-dir", "sample"]  # the env's own WordPiece: another embedding table
+    own_vocab = ["--data-dir", "sample", "--env-kwarg", "tokenizer=null"]  # another table
     with pytest.raises(ValueError, match="same backbone and tokenizer"):
         _train_sample(tmp_path, "lmgym/TREC-v0", "bad", *own_vocab, "--init-from", str(source))
 

@@ -57,6 +57,11 @@ def zoo_entry(algo: str, env_id: str, **overrides: Any) -> dict[str, Any]:
 
 
 def zoo_hyperparams(algo: str) -> dict[str, dict[str, Any]]:
-    """Every env entry of ``<algo>.yml`` in rl-zoo3 form."""
+    """Every env entry of ``<algo>.yml`` in rl-zoo3 form (patterns such as ``lmgym/*`` are
+    merged into the entries they match, not listed)."""
     entries = yaml.safe_load((HERE / f"{algo}.yml").read_text())
-    return {env_id: zoo_entry(algo, env_id) for env_id in entries if env_id != "default"}
+    return {
+        env_id: zoo_entry(algo, env_id)
+        for env_id in entries
+        if env_id != "default" and "*" not in env_id
+    }
