@@ -476,7 +476,9 @@ def resolve_hyperparams(args: Args) -> Plan:
     backbone = hp.pop("backbone")
     n_envs = int(args.n_envs or hp.pop("n_envs", 1))
     hp.pop("n_envs", None)
-    total_timesteps = int(args.total_timesteps or hp.pop("total_timesteps", 10_000))
+    total_timesteps = int(  # 0 is a valid budget: a --warm-start saved before any RL
+        hp.pop("total_timesteps", 10_000) if args.total_timesteps is None else args.total_timesteps
+    )
     hp.pop("total_timesteps", None)
     make_kwargs = {
         **(hp.pop("env_kwargs", None) or {}),

@@ -64,6 +64,10 @@ class RunConfig:
     variant: str = ""
     #: train this first ({env, steps, make_kwargs, hyperparams}) and start from its encoder
     init_from: dict[str, Any] | None = None
+    #: labelled examples of supervised warm start (``agents.train --warm-start``), counted in
+    #: ``steps``: RL then plays ``steps - warm_start`` env steps, so the labelled budget
+    #: equals the supervised baseline's
+    warm_start: int = 0
 
     @property
     def run_id(self) -> str:
@@ -155,11 +159,13 @@ def expand(spec: dict[str, Any], device: str | None = None) -> list[RunConfig]:
             settings = dict(settings or {})
             extra_kwargs = settings.pop("make_kwargs", {})
             init_from = settings.pop("init_from", None)
+            warm_start = int(settings.pop("warm_start", 0))
             hyper = {**spec.get("hyperparams", {}).get(algo, {}), **settings}
             runs.append(
                 RunConfig(env=env, algo=algo, backbone=backbone, seed=seed,
                           make_kwargs={**make_kwargs, **extra_kwargs}, hyperparams=hyper,
-                          variant=variant, init_from=init_from, **common)
+                          variant=variant, init_from=init_from, warm_start=warm_start,
+                          **common)
             )  # fmt: skip
     return runs
 

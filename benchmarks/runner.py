@@ -214,20 +214,24 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
 
     curve = []
     extra: dict[str, Any] = {}
+    # a warm start spends part of the labelled budget before RL: the curve's x is labelled
+    # examples (warm start + env steps), its first point the warm start alone
+    warm = config.warm_start
+    if not 0 <= warm < config.steps:
+        raise ValueError(f"warm_start={warm} must be in [0, steps={config.steps})")
     with tempfile.TemporaryDirectory(prefix="lmgym-run-") as tmp:
         path = Path(tmp) / "run.zip"
-        target, steps = 0, 0
-        init_flags: list[str] = []
+        steps, started = 0, False
+        init_flags: list[str] = ["--warm-start", str(warm)] if warm else []
         if config.init_from:
-            init_flags, extra["init_from"] = _source_run(config, tmp)
-        while steps < config.steps:
-            target = min(config.steps, steps + config.eval_every)
+            source_flags, extra["init_from"] = _source_run(config, tmp)
+            init_flags += source_flags
+        while steps < config.steps - warm:
+            target = 0 if warm and not started else min(config.steps - warm, steps + config.eval_every)
             argv = _train_argv(config, config.env, target, tmp, "run", config.make_kwargs,
                                config.hyperparams)  # fmt: skip
-            if steps > 0:
-                argv.append("--resume")
-            else:
-                argv += init_flags
+            argv += ["--resume"] if started else init_flags
+            started = True
             if train(argv) != 0:
                 raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
             model, saved = load_model(path, device=config.device)
@@ -238,6 +242,9 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
                     f"{run_setup(config)['make_kwargs']} that the baselines use"
                 )
             steps = int(model.num_timesteps)
-            curve.append([steps, _validation_score(model, config, metric, make_kwargs)])
+            curve.append([warm + steps, _validation_score(model, config, metric, make_kwargs)])
+            if warm and steps == 0:
+                extra["warm_start"] = {"examples": warm, "validation": curve[-1][1],
+                                       "metrics": _test_metrics(model, config, make_kwargs)}  # fmt: skip
         metrics = _test_metrics(model, config, make_kwargs)
     return {"metrics": metrics, "curve": curve, "steps": steps, "make_kwargs": make_kwargs, **extra}
