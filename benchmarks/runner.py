@@ -227,7 +227,9 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
             source_flags, extra["init_from"] = _source_run(config, tmp)
             init_flags += source_flags
         while steps < config.steps - warm:
-            target = 0 if warm and not started else min(config.steps - warm, steps + config.eval_every)
+            target = (
+                0 if warm and not started else min(config.steps - warm, steps + config.eval_every)
+            )
             argv = _train_argv(config, config.env, target, tmp, "run", config.make_kwargs,
                                config.hyperparams)  # fmt: skip
             argv += ["--resume"] if started else init_flags
