@@ -77,6 +77,7 @@ def markdown(
             )
         lines.append("")
     lines += per_task_table(records)
+    lines += warm_start_table(records)
     if throughput:
         lines += throughput_table(throughput)
     return "\n".join(lines)
@@ -120,6 +121,47 @@ def per_task_table(records: list[dict[str, Any]]) -> list[str]:
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def warm_start_table(records: list[dict[str, Any]]) -> list[str]:
+    """Runs with a supervised warm start: its test score before RL next to the score after,
+    per seed and as mean ± std; empty without such runs."""
+    warm = [r for r in records if r.get("warm_start")]
+    lines: list[str] = []
+    for (env, label, backbone), runs in sorted(
+        _by(warm, lambda r: (r["env"], algo_label(r), r["backbone"])).items()
+    ):
+        metric = runs[0]["metric"]
+        runs = sorted(runs, key=lambda r: r["seed"])
+        before = [r["warm_start"]["metrics"][metric] for r in runs]
+        after = [r["metrics"][metric] for r in runs]
+        labelled = sorted({r["warm_start"]["examples"] + r["steps"] for r in runs})
+        lines += [
+            f"## {env}, {label} ({backbone}): the warm start before and after RL (test {metric})",
+            "",
+            "| seed | warm start | after RL | change |",
+            "|---|---|---|---|",
+            *(
+                f"| {r['seed']} | {b:.3f} | {a:.3f} | {a - b:+.3f} |"
+                for r, b, a in zip(runs, before, after, strict=True)
+            ),
+            f"| mean | {mean_std(before)} | {mean_std(after)} | "
+            f"{np.mean(after) - np.mean(before):+.3f} |",
+            "",
+            f"Warm start on {runs[0]['warm_start']['examples']} labelled examples, then "
+            f"{runs[0]['steps']} RL env steps: {', '.join(map(str, labelled))} labelled "
+            f"examples in all. RL ended at or above its warm start on "
+            f"{sum(a >= b for a, b in zip(after, before, strict=True))} of {len(runs)} seeds.",
+            "",
+        ]
+    return lines
+
+
+def _by(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str, Any]]]:
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    return groups
 
 
 def _mix_metrics(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tuple[str, str]]:

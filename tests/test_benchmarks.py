@@ -311,9 +311,11 @@ def test_multitask_grid_runs_each_variant_and_scores_every_task(tmp_path):
     assert sst2.split(" | ")[1] == "-", "no single-task SST-2 run in these records"
 
 
-TRANSFER_SPEC = """
-name: tr
-steps: 32
+def one_seed_ppo_spec(name: str, steps: int, baselines: str, envs: str) -> str:
+    """A one-seed tiny PPO spec with 16-step rollouts (variants' tests)."""
+    return f"""
+name: {name}
+steps: {steps}
 eval_every: 32
 eval_examples: 4
 test_examples: 4
@@ -322,10 +324,17 @@ n_envs: 2
 seeds: [0]
 backbones: [tiny]
 algos: [ppo]
-baselines: []
-hyperparams: {ppo: {n_steps: 16, batch_size: 16}}
+baselines: [{baselines}]
+hyperparams: {{ppo: {{n_steps: 16, batch_size: 16}}}}
 envs:
-  lmgym/TREC-v0:
+{envs}"""
+
+
+TRANSFER_SPEC = one_seed_ppo_spec(
+    "tr",
+    32,
+    "",
+    """  lmgym/TREC-v0:
     make_kwargs: {data_dir: sample, tokenizer: minilm}
     variants:
       scratch: {}
@@ -335,7 +344,8 @@ envs:
           steps: 32
           make_kwargs: {data_dir: sample, tasks: [lmgym/SST2-v0, lmgym/NER-v0]}
           hyperparams: {n_steps: 16, batch_size: 16}
-"""
+""",
+)
 
 
 def test_transfer_variant_trains_its_source_run_first(tmp_path):
@@ -351,20 +361,11 @@ def test_transfer_variant_trains_its_source_run_first(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in scores.values())
 
 
-WARM_SPEC = """
-name: ws
-steps: 128
-eval_every: 32
-eval_examples: 4
-test_examples: 4
-device: cpu
-n_envs: 2
-seeds: [0]
-backbones: [tiny]
-algos: [ppo]
-baselines: [supervised]
-hyperparams: {ppo: {n_steps: 16, batch_size: 16}}
-envs:
+WARM_SPEC = one_seed_ppo_spec(
+    "ws",
+    128,
+    "supervised",
+    """
   lmgym/NER-v0:
     make_kwargs: {data_dir: sample}
     variants:
@@ -372,7 +373,8 @@ envs:
         warm_start: 32
         kl_coef: 0.05
         make_kwargs: {reward_mode: f1}
-"""
+""",
+)
 
 
 def test_warm_start_variant_spends_part_of_the_labelled_budget_before_rl(tmp_path):
@@ -388,6 +390,10 @@ def test_warm_start_variant_spends_part_of_the_labelled_budget_before_rl(tmp_pat
     assert warm["warm_start"]["validation"] == warm["curve"][0][1]
     assert 0.0 <= warm["warm_start"]["metrics"]["entity_f1"] <= 1.0
     assert warm["make_kwargs"]["reward_mode"] == "f1"
+    table = "\n".join(report.warm_start_table(list(records.values())))
+    before, after = warm["warm_start"]["metrics"]["entity_f1"], warm["metrics"]["entity_f1"]
+    assert f"| 0 | {before:.3f} | {after:.3f} | {after - before:+.3f} |" in table
+    assert "32 labelled examples, then 96 RL env steps: 128 labelled examples" in table
     bad = leaderboard.expand(leaderboard.load_spec(spec))[-1]
     with pytest.raises(ValueError, match="warm_start=128"):
         from dataclasses import replace
