@@ -144,6 +144,7 @@ def test_train_throughput_times_rollout_and_update_apart(tmp_path):
         "minilm-recipe",
         "multitask",
         "warmstart",
+        "families",
         pytest.param("carryover", marks=needs_real_data),
         pytest.param("transfer", marks=needs_real_data),
     ],
