@@ -124,8 +124,9 @@ def per_task_table(records: list[dict[str, Any]]) -> list[str]:
 
 
 def warm_start_table(records: list[dict[str, Any]]) -> list[str]:
-    """Runs with a supervised warm start: its test score before RL next to the score after,
-    per seed and as mean ± std; empty without such runs."""
+    """Runs with a supervised warm start: its test score before RL, after RL, and of the
+    checkpoint kept by validation (the warm start is a candidate), per seed and as mean ±
+    std; empty without such runs."""
     warm = [r for r in records if r.get("warm_start")]
     lines: list[str] = []
     for (env, label, backbone), runs in sorted(
@@ -135,23 +136,30 @@ def warm_start_table(records: list[dict[str, Any]]) -> list[str]:
         runs = sorted(runs, key=lambda r: r["seed"])
         before = [r["warm_start"]["metrics"][metric] for r in runs]
         after = [r["metrics"][metric] for r in runs]
+        kept = [(r.get("selected") or {}).get("metrics", {}).get(metric) for r in runs]
         labelled = sorted({r["warm_start"]["examples"] + r["steps"] for r in runs})
+        rows = [
+            f"| {r['seed']} | {b:.3f} | {a:.3f} | {a - b:+.3f} | "
+            + ("-" if k is None else f"{k:.3f} (at {r['selected']['examples']})")
+            + " |"
+            for r, b, a, k in zip(runs, before, after, kept, strict=True)
+        ]
+        mean_kept = "-" if None in kept else mean_std(kept)
         lines += [
             f"## {env}, {label} ({backbone}): the warm start before and after RL (test {metric})",
             "",
-            "| seed | warm start | after RL | change |",
-            "|---|---|---|---|",
-            *(
-                f"| {r['seed']} | {b:.3f} | {a:.3f} | {a - b:+.3f} |"
-                for r, b, a in zip(runs, before, after, strict=True)
-            ),
+            "| seed | warm start | after RL | change | kept by validation (labelled examples) |",
+            "|---|---|---|---|---|",
+            *rows,
             f"| mean | {mean_std(before)} | {mean_std(after)} | "
-            f"{np.mean(after) - np.mean(before):+.3f} |",
+            f"{np.mean(after) - np.mean(before):+.3f} | {mean_kept} |",
             "",
             f"Warm start on {runs[0]['warm_start']['examples']} labelled examples, then "
             f"{runs[0]['steps']} RL env steps: {', '.join(map(str, labelled))} labelled "
             f"examples in all. RL ended at or above its warm start on "
-            f"{sum(a >= b for a, b in zip(after, before, strict=True))} of {len(runs)} seeds.",
+            f"{sum(a >= b for a, b in zip(after, before, strict=True))} of {len(runs)} seeds "
+            "(test). The kept checkpoint is the best validation point, the warm start "
+            "included, so it is never below the warm start on validation.",
             "",
         ]
     return lines

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -248,5 +249,29 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
             if warm and steps == 0:
                 extra["warm_start"] = {"examples": warm, "validation": curve[-1][1],
                                        "metrics": _test_metrics(model, config, make_kwargs)}  # fmt: skip
+            if warm and curve[-1][1] > max((score for _, score in curve[:-1]), default=-1.0):
+                for suffix in (".zip", ".json"):  # the best on validation so far, sidecar too
+                    shutil.copyfile(path.with_suffix(suffix), Path(tmp) / f"best{suffix}")
         metrics = _test_metrics(model, config, make_kwargs)
+        if warm:
+            extra["selected"] = _selected(curve, extra["warm_start"], metrics, config, tmp)
     return {"metrics": metrics, "curve": curve, "steps": steps, "make_kwargs": make_kwargs, **extra}
+
+
+def _selected(
+    curve: list[list[float]], warm: dict[str, Any], final: dict[str, Any], config: Any, tmp: str
+) -> dict[str, Any]:
+    """The checkpoint a warm-started run keeps: the best curve point on validation (the warm
+    start is a candidate, so it never ends below it on validation), and its test metrics."""
+    from agents import load_model
+
+    best = max(range(len(curve)), key=lambda i: (curve[i][1], -i))  # earliest of ties
+    if best == len(curve) - 1:
+        metrics = final
+    elif best == 0:
+        metrics = warm["metrics"]
+    else:
+        model, saved = load_model(Path(tmp) / "best.zip", device=config.device)
+        kwargs = {k: v for k, v in saved.get("make_kwargs", {}).items() if k != "split"}
+        metrics = _test_metrics(model, config, kwargs)
+    return {"examples": curve[best][0], "validation": curve[best][1], "metrics": metrics}

@@ -391,9 +391,13 @@ def test_warm_start_variant_spends_part_of_the_labelled_budget_before_rl(tmp_pat
     assert warm["warm_start"]["validation"] == warm["curve"][0][1]
     assert 0.0 <= warm["warm_start"]["metrics"]["entity_f1"] <= 1.0
     assert warm["make_kwargs"]["reward_mode"] == "f1"
+    # the kept checkpoint is the best on validation, the warm start included
+    best = max(warm["curve"], key=lambda point: point[1])
+    assert warm["selected"]["validation"] == best[1] >= warm["warm_start"]["validation"]
+    assert 0.0 <= warm["selected"]["metrics"]["entity_f1"] <= 1.0
     table = "\n".join(report.warm_start_table(list(records.values())))
     before, after = warm["warm_start"]["metrics"]["entity_f1"], warm["metrics"]["entity_f1"]
-    assert f"| 0 | {before:.3f} | {after:.3f} | {after - before:+.3f} |" in table
+    assert f"| 0 | {before:.3f} | {after:.3f} | {after - before:+.3f} | " in table
     assert "32 labelled examples, then 96 RL env steps: 128 labelled examples" in table
     bad = leaderboard.expand(leaderboard.load_spec(spec))[-1]
     with pytest.raises(ValueError, match="warm_start=128"):
