@@ -14,8 +14,10 @@ import pytest
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+import lmgym.batch_metrics
 from lmgym.batch_metrics import BatchSentenceScorer, cached_batch_scorer
 from lmgym.batch_squad import BatchSpanScorer, analyse_spans
+from lmgym.envs.translation_data import ByteLevelDecoder
 from lmgym.metrics import (
     NormalizedAnswer,
     SentenceScorer,
@@ -126,6 +128,46 @@ def test_batch_scorer_equals_sacrebleu_on_tricky_strings():
     assert scorer.scores("bleu", [], []).shape == (0,)
     with pytest.raises(ValueError, match="choose one of"):
         scorer.scores("ter", ["x"], [0])
+
+
+@pytest.mark.parametrize("dense_lookup", [0, 1 << 30])
+def test_batch_scorer_equals_sacrebleu_on_small_vocabulary_fuzz(monkeypatch, dense_lookup):
+    # Few distinct words and letters: many higher-order n-gram matches and clipped
+    # repeats; n-grams looked up by binary search only, then by dense tables only.
+    monkeypatch.setattr(lmgym.batch_metrics, "_DENSE_LOOKUP", dense_lookup)
+    rng = np.random.default_rng(7)
+    words = ["a", "b", "ab", "ba", "aa", "c", "b.", "1,5", "-"]
+
+    def sentence() -> str:
+        return " ".join(rng.choice(words, size=int(rng.integers(0, 14))))
+
+    references = [sentence() for _ in range(40)]
+    scorer = BatchSentenceScorer(references)
+    examples = rng.integers(0, len(references), 300)  # repeats: one reference, many episodes
+    hypotheses = [sentence() for _ in examples]
+    for metric in ("bleu", "chrf"):
+        got = scorer.scores(metric, hypotheses, examples).tolist()
+        expected = [
+            sacre(metric, h, references[e]) for h, e in zip(hypotheses, examples, strict=True)
+        ]
+        assert got == expected, metric
+        assert len(set(got)) > 20
+
+
+def test_byte_level_decoder_equals_decode_batch():
+    core = gym.make(TRANSLATION, data_dir="sample").unwrapped.core
+    tokenizer = core.target_tokenizer
+    decoder = ByteLevelDecoder.for_tokenizer(tokenizer)
+    assert decoder is not None
+    rng = np.random.default_rng(3)
+    V = tokenizer.get_vocab_size(with_added_tokens=True)
+    # Random ids (special tokens, bytes that are no valid UTF-8 on their own) and real text.
+    rows = [rng.integers(0, V, int(rng.integers(0, 70))).tolist() for _ in range(3000)]
+    rows += [tokenizer.encode(core.references[i]).ids for i in range(min(200, core.n_examples))]
+    assert decoder.decode_batch(rows) == tokenizer.decode_batch(rows, skip_special_tokens=True)
+    # Other tokenizers are decoded by their own decode_batch.
+    assert ByteLevelDecoder.for_tokenizer(core.tokenizer) is None
+    assert ByteLevelDecoder.for_tokenizer(object()) is None
 
 
 def test_sentence_scorer_cache_is_bounded_and_evictions_do_not_change_scores():
