@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from lmgym.metrics import SentenceScorer, tokenize_13a
+from lmgym.metrics import _13A_CONTEXT, SentenceScorer, tokenize_13a
 
 #: Joins the hypotheses of a batch for 13a tokenisation (a Unicode noncharacter; a batch
 #: holding it is scored one by one instead).
@@ -46,6 +46,19 @@ _PADDED_RE = re.compile(f"[{re.escape(_PADDED)}]")
 
 def _pad_match(match: re.Match) -> str:
     return f" {match.group()} "
+
+
+def _context_rules(line: str) -> str:
+    """The context substitutions of :func:`~lmgym.metrics.tokenize_13a`, on a line that
+    has had the rest of 13a (the spaces they leave are collapsed by the final split)."""
+    if "." in line or "," in line:
+        line = f" {line} "
+        for pattern, repl in _13A_CONTEXT[:2]:
+            line = pattern.sub(repl, line)
+    if "-" in line:
+        pattern, repl = _13A_CONTEXT[2]
+        line = pattern.sub(repl, line)
+    return line
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,22 +163,27 @@ class _NgramTables:
         binary search, with no table built per batch.
 
         :param hyp: the hypotheses' reference symbol ids one after another, each followed by
-            a negative sentinel (a negative id is in no reference and never matches).
+            a sentinel: a negative id or ``n_symbols`` (in no reference, never matches).
         :param owner: the hypothesis of each entry of ``hyp``.
         """
         E, width = len(refs), self.n_symbols + 1
-        owner = owner.astype(np.int64, copy=False)
+        # 32-bit ids where they fit (half the memory traffic of the passes below).
+        small = E * width < 2**31 and len(hyp) < 2**31
+        itype = np.int32 if small else np.int64
+        owner = owner.astype(itype, copy=False)
         correct = np.zeros((E, self.max_order), dtype=np.int64)
         # Unigrams: batch ids are positions in the references' distinct unigrams, in order.
         d1 = self.distinct[0][refs]
         index, episode = _ranges(self.count_base[0][refs], d1)
-        keys = episode * width + self.sym1[index]
-        query = owner * width + np.where(hyp < 0, width - 1, hyp)  # width - 1: in no reference
+        keys = episode.astype(itype) * width + self.sym1[index]
+        if hyp.min(initial=0) < 0:
+            hyp = np.where(hyp < 0, width - 1, hyp)  # width - 1: a symbol in no reference
+        query = owner * width + hyp.astype(itype, copy=False)
         u = _lookup(keys, query, E * width)
-        gbase = np.cumsum(d1) - d1
+        gbase = (np.cumsum(d1) - d1).astype(itype)
         local_u = u - gbase[owner]  # per-episode unigram id (where u >= 0)
         stride = int(d1.max(initial=1))
-        cand = np.flatnonzero(u >= 0)
+        cand = np.flatnonzero(u >= 0).astype(itype)
         current = u[cand]
         for n in range(1, self.max_order + 1):
             if n > 1:
@@ -175,18 +193,24 @@ class _NgramTables:
                 cand, current = cand[keep], current[keep]
                 if not len(cand):
                     break
-                active = np.flatnonzero(np.bincount(owner[cand], minlength=E))
+                if len(cand) > 8 * E:  # (nearly) every reference is still in play
+                    active = np.arange(E)
+                else:
+                    active = np.flatnonzero(np.bincount(owner[cand], minlength=E))
                 size = len(index) * stride  # keys and queries: (n-1)-gram id * stride + ...
                 dn = self.distinct[n - 1][refs[active]]
                 index, k = _ranges(self.count_base[n - 1][refs[active]], dn)
                 episode = active[k]
-                keys = (gbase[episode] + self.prev[n - 1][index]) * stride + self.last[n - 1][index]
-                query = current * stride + local_u[cand + (n - 1)]
+                ktype = np.int32 if size < 2**31 else np.int64
+                keys = (gbase[episode] + self.prev[n - 1][index]).astype(ktype) * stride
+                keys += self.last[n - 1][index]
+                query = current.astype(ktype) * stride + local_u[cand + (n - 1)]
                 at = _lookup(keys, query, size)
                 hit = at >= 0
                 cand, current = cand[hit], at[hit]
                 gbase = np.zeros(E, dtype=np.int64)
                 gbase[active] = np.cumsum(dn) - dn
+                gbase = gbase.astype(itype if len(index) < 2**31 else np.int64)
             if not len(cand):
                 break
             hyp_counts = np.bincount(current, minlength=len(index))
@@ -273,7 +297,9 @@ class BatchSentenceScorer:
         self.words = _NgramTables(arrays, "w_", self.max_order, len(words))
         self.chars = _NgramTables(arrays, "c_", self.char_order, len(alphabet))
         top = int(alphabet.max(initial=0)) + 1
-        self._char_id = np.full(top + 1, -1, dtype=np.int64)  # the last entry: beyond the alphabet
+        # The last entry: beyond the alphabet; a character in no reference gets the
+        # alphabet's size (see _NgramTables.matches).
+        self._char_id = np.full(top + 1, max(len(alphabet), 1), dtype=np.int32)
         self._char_id[alphabet] = np.arange(len(alphabet))
 
     # -- hypotheses to symbol ids ---------------------------------------------------------------
@@ -287,11 +313,13 @@ class BatchSentenceScorer:
             line = line.replace("&quot;", '"').replace("&amp;", "&")
             line = line.replace("&lt;", "<").replace("&gt;", ">")
         line = _PADDED_RE.sub(_pad_match, line)
-        parts = line.split(_SEP)
         if "." in line or "," in line or "-" in line:
-            # 13a's context rules (digits next to . , -) act within whitespace-separated words.
-            parts = [tokenize_13a(p) if ("." in p or "," in p or "-" in p) else p for p in parts]
-        words = f" {_SEP} ".join(parts).split()
+            # 13a's context rules (periods and commas not next to a digit, dashes after one)
+            # act within whitespace-separated words: run them on the lines that have those
+            # characters (the rest of 13a is done).
+            parts = [_context_rules(p) for p in line.split(_SEP)]
+            line = f" {_SEP} ".join(parts)
+        words = line.split()
         get = self._vocab.get
         ids = np.fromiter(map(get, words, repeat(-1)), dtype=np.int64, count=len(words))
         ids = np.append(ids, -2)  # a sentinel after the last hypothesis too
@@ -300,17 +328,17 @@ class BatchSentenceScorer:
         return ids, owner, np.bincount(owner, minlength=len(hypotheses)) - 1
 
     def _char_ids(self, hypotheses: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Characters (whitespace dropped) of each hypothesis as reference alphabet ids (-1:
-        in no reference), each hypothesis followed by a sentinel -1; which hypothesis each
-        entry belongs to; and the number of characters of each."""
+        """Characters (whitespace dropped) of each hypothesis as reference alphabet ids (the
+        alphabet's size: in no reference), each hypothesis followed by a sentinel (the same
+        id); which hypothesis each entry belongs to; and the number of characters of each."""
         lines = ["".join(h.split()) for h in hypotheses]
         sizes = np.array([len(line) for line in lines], dtype=np.int64)
         text = "\x00".join(lines) + "\x00"
         cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         table = self._char_id
         ids = table[np.minimum(cps, len(table) - 1)]
-        owner = np.repeat(np.arange(len(lines)), sizes + 1)
-        ids[np.cumsum(sizes + 1) - 1] = -1  # the sentinels
+        owner = np.repeat(np.arange(len(lines), dtype=np.int32), sizes + 1)
+        ids[np.cumsum(sizes + 1) - 1] = self.chars.n_symbols  # the sentinels
         return ids, owner, sizes
 
     # -- scores ---------------------------------------------------------------------------------
