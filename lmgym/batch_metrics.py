@@ -317,7 +317,10 @@ class BatchSentenceScorer:
             # 13a's context rules (periods and commas not next to a digit, dashes after one)
             # act within whitespace-separated words: run them on the lines that have those
             # characters (the rest of 13a is done).
-            parts = [_context_rules(p) for p in line.split(_SEP)]
+            parts = [
+                _context_rules(p) if ("." in p or "," in p or "-" in p) else p
+                for p in line.split(_SEP)
+            ]
             line = f" {_SEP} ".join(parts)
         words = line.split()
         get = self._vocab.get
