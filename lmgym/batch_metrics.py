@@ -27,19 +27,38 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from itertools import repeat
 from typing import Any
 
 import numpy as np
 
-from lmgym.metrics import SentenceScorer, tokenize_13a
+from lmgym.metrics import _13A_CONTEXT, SentenceScorer, tokenize_13a
 
 #: Joins the hypotheses of a batch for 13a tokenisation (a Unicode noncharacter; a batch
 #: holding it is scored one by one instead).
 _SEP = "\uffff"
 #: The characters :func:`lmgym.metrics.tokenize_13a` pads with spaces, but the space itself.
 _PADDED = '{|}~[\\]^_`!"#$%&()*+:;<=>?@/'
+_PADDED_RE = re.compile(f"[{re.escape(_PADDED)}]")
+
+
+def _pad_match(match: re.Match) -> str:
+    return f" {match.group()} "
+
+
+def _context_rules(line: str) -> str:
+    """The context substitutions of :func:`~lmgym.metrics.tokenize_13a`, on a line that
+    has had the rest of 13a (the spaces they leave are collapsed by the final split)."""
+    if "." in line or "," in line:
+        line = f" {line} "
+        for pattern, repl in _13A_CONTEXT[:2]:
+            line = pattern.sub(repl, line)
+    if "-" in line:
+        pattern, repl = _13A_CONTEXT[2]
+        line = pattern.sub(repl, line)
+    return line
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,9 +74,14 @@ def analyse_sequences(
     """Local n-gram ids of many symbol sequences (sequence ``r`` is
     ``symbols[offsets[r]:offsets[r + 1]]``, symbols in ``0..n_symbols - 1``).
 
-    :return: for each order ``n``: ``lid{n}`` (``int32`` per position: the local id of the
-        n-gram starting there, -1 where none fits), ``distinct{n}`` (``int64`` per sequence)
-        and ``count{n}`` (``int32``, the count of each local id, sequence after sequence).
+    Local ids are in sorted order of (local id of the first ``n - 1`` symbols, local
+    unigram id of the last symbol), and local unigram ids in order of the symbols.
+
+    :return: for each order ``n``: ``distinct{n}`` (the number of distinct n-grams of each
+        sequence, ``int64``) and ``count{n}`` (the count of each local id, sequence after sequence); ``sym1``
+        (the symbol of each local unigram id) and, for ``n >= 2``, ``prev{n}`` / ``last{n}``
+        (the local ids of each n-gram's first ``n - 1`` symbols and of its last symbol),
+        laid out like ``count{n}``.
     """
     n_seq = len(offsets) - 1
     lengths = np.diff(offsets)
@@ -67,6 +91,7 @@ def analyse_sequences(
     out: dict[str, np.ndarray] = {}
     rank = None
     rank_owner = owner
+    unigram_keys = prev_base = unigram_base = None
     for n in range(1, max_order + 1):
         valid = np.flatnonzero(position + n <= end)
         last = symbols[valid + n - 1].astype(np.int64)
@@ -77,15 +102,39 @@ def analyse_sequences(
         group = rank_owner[keys // n_symbols] if rank is not None else keys // n_symbols
         base = np.searchsorted(group, np.arange(n_seq))
         distinct = np.diff(np.append(base, len(keys)))
-        lid = np.full(len(symbols), -1, dtype=np.int32)
-        lid[valid] = inverse - base[owner[valid]]
         full_rank = np.full(len(symbols), -1, dtype=np.int64)
         full_rank[valid] = inverse
-        rank, rank_owner = full_rank, group
         small = np.int16 if int(distinct.max(initial=0)) < 2**15 else np.int32
-        out[f"lid{n}"], out[f"distinct{n}"] = lid.astype(small), distinct.astype(np.int64)
+        if rank is None:
+            unigram_keys, unigram_base = keys, base
+            out["sym1"] = (keys % n_symbols).astype(np.int32)
+        else:
+            assert unigram_keys is not None and prev_base is not None and unigram_base is not None
+            out[f"prev{n}"] = (keys // n_symbols - prev_base[group]).astype(small)
+            unigram = np.searchsorted(unigram_keys, group * n_symbols + keys % n_symbols)
+            out[f"last{n}"] = (unigram - unigram_base[group]).astype(np.int32)
+        rank, rank_owner, prev_base = full_rank, group, base
+        out[f"distinct{n}"] = distinct.astype(np.int64)
         out[f"count{n}"] = counts.astype(small)
     return out
+
+
+#: Sorted keys are looked up in a dense table when it has at most this many entries (and
+#: not many more than there are queries), else by binary search.
+_DENSE_LOOKUP = 1 << 20
+
+
+def _lookup(keys: np.ndarray, query: np.ndarray, size: int) -> np.ndarray:
+    """The position of each ``query`` in the sorted, distinct ``keys`` (all in
+    ``0..size - 1``), -1 where it is not one of them."""
+    if size <= min(_DENSE_LOOKUP, 8 * len(query)):
+        table = np.full(size, -1, dtype=np.int32 if len(keys) < 2**31 else np.int64)
+        table[keys] = np.arange(len(keys))
+        return table[query]
+    if not len(keys):
+        return np.full(len(query), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return np.where(keys[at] == query, at, -1)
 
 
 class _NgramTables:
@@ -95,63 +144,81 @@ class _NgramTables:
         self, arrays: dict[str, np.ndarray], prefix: str, max_order: int, n_symbols: int
     ) -> None:
         self.max_order, self.n_symbols = max_order, max(n_symbols, 1)
-        self.symbols = arrays[f"{prefix}symbols"]
         self.offsets = arrays[f"{prefix}offsets"]
-        self.lid = [arrays[f"{prefix}lid{n}"] for n in range(1, max_order + 1)]
         self.distinct = [arrays[f"{prefix}distinct{n}"] for n in range(1, max_order + 1)]
         self.count = [arrays[f"{prefix}count{n}"] for n in range(1, max_order + 1)]
         self.count_base = [np.cumsum(d) - d for d in self.distinct]
+        self.sym1 = arrays[f"{prefix}sym1"]
+        self.prev = [None, *(arrays[f"{prefix}prev{n}"] for n in range(2, max_order + 1))]
+        self.last = [None, *(arrays[f"{prefix}last{n}"] for n in range(2, max_order + 1))]
 
     def matches(self, refs: np.ndarray, hyp: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Clipped n-gram matches ``int64[len(refs), max_order]`` of each hypothesis against
         reference ``refs[k]``.
 
+        Order ``n`` numbers the distinct n-grams of the references still in play (those
+        with a hypothesis position whose (n-1)-gram matched) one after another; in that
+        order their keys ``(batch id of the first n - 1 symbols, local id of the last)``
+        are sorted (see :func:`analyse_sequences`), so a hypothesis n-gram is found by
+        binary search, with no table built per batch.
+
         :param hyp: the hypotheses' reference symbol ids one after another, each followed by
-            a negative sentinel (a negative id is in no reference and never matches).
+            a sentinel: a negative id or ``n_symbols`` (in no reference, never matches).
         :param owner: the hypothesis of each entry of ``hyp``.
         """
         E, width = len(refs), self.n_symbols + 1
-        ref_start = self.offsets[refs]
-        rpos, rep = _ranges(ref_start, self.offsets[refs + 1] - ref_start)
-        # Batch-global n-gram ids: local id + the number of distinct n-grams of the
-        # references before (``gbase``); transitions through a dense table with a fixed
-        # stride (the batch's largest unigram count) over the last symbol's unigram id.
-        gbase = [np.cumsum(d[refs]) - d[refs] for d in self.distinct]
-        lid1 = self.lid[0][rpos].astype(np.int32)
-        g1 = gbase[0][rep].astype(np.int32) + lid1
-        owner = owner.astype(np.int32, copy=False)
-        table = np.full(E * width, -1, dtype=np.int32)
-        table[rep * width + self.symbols[rpos]] = g1
-        u = table[owner * width + np.where(hyp < 0, width - 1, hyp)]  # batch-global unigram ids
-        local_u = u - gbase[0][owner].astype(np.int32)  # per-episode unigram id (when >= 0)
-        stride = int(self.distinct[0][refs].max(initial=1))
-        cand = np.flatnonzero(u >= 0).astype(np.int32)
-        current = u[cand]
+        # 32-bit ids where they fit (half the memory traffic of the passes below).
+        small = E * width < 2**31 and len(hyp) < 2**31
+        itype = np.int32 if small else np.int64
+        owner = owner.astype(itype, copy=False)
         correct = np.zeros((E, self.max_order), dtype=np.int64)
+        # Unigrams: batch ids are positions in the references' distinct unigrams, in order.
+        d1 = self.distinct[0][refs]
+        index, episode = _ranges(self.count_base[0][refs], d1)
+        keys = episode.astype(itype) * width + self.sym1[index]
+        if hyp.min(initial=0) < 0:
+            hyp = np.where(hyp < 0, width - 1, hyp)  # width - 1: a symbol in no reference
+        query = owner * width + hyp.astype(itype, copy=False)
+        u = _lookup(keys, query, E * width)
+        gbase = (np.cumsum(d1) - d1).astype(itype)
+        local_u = u - gbase[owner]  # per-episode unigram id (where u >= 0)
+        stride = int(d1.max(initial=1))
+        cand = np.flatnonzero(u >= 0).astype(itype)
+        current = u[cand]
         for n in range(1, self.max_order + 1):
             if n > 1:
                 # The (n-1)-gram at i is in the reference; so must the symbol n-1 further on
                 # be (the sentinels stop windows at the end of each hypothesis).
-                last = u[cand + (n - 1)]
-                keep = last >= 0
+                keep = u[cand + (n - 1)] >= 0
                 cand, current = cand[keep], current[keep]
-                last = local_u[cand + (n - 1)]
-                lid_n = self.lid[n - 1][rpos]
-                ok = lid_n >= 0
-                r_ok, e_ok = rpos[ok], rep[ok]
-                prev = gbase[n - 2][e_ok] + self.lid[n - 2][r_ok]
-                table = np.full(int(self.distinct[n - 2][refs].sum()) * stride, -1, dtype=np.int32)
-                table[prev * stride + self.lid[0][r_ok + n - 1]] = gbase[n - 1][e_ok] + lid_n[ok]
-                current = table[current * stride + last]
-                keep = current >= 0
-                cand, current = cand[keep], current[keep]
+                if not len(cand):
+                    break
+                if len(cand) > 8 * E:  # (nearly) every reference is still in play
+                    active = np.arange(E)
+                else:
+                    active = np.flatnonzero(np.bincount(owner[cand], minlength=E))
+                size = len(index) * stride  # keys and queries: (n-1)-gram id * stride + ...
+                dn = self.distinct[n - 1][refs[active]]
+                index, k = _ranges(self.count_base[n - 1][refs[active]], dn)
+                episode = active[k]
+                ktype = np.int32 if size < 2**31 else np.int64
+                keys = (gbase[episode] + self.prev[n - 1][index]).astype(ktype) * stride
+                keys += self.last[n - 1][index]
+                query = current.astype(ktype) * stride + local_u[cand + (n - 1)]
+                at = _lookup(keys, query, size)
+                hit = at >= 0
+                cand, current = cand[hit], at[hit]
+                gbase = np.zeros(E, dtype=np.int64)
+                gbase[active] = np.cumsum(dn) - dn
+                gbase = gbase.astype(itype if len(index) < 2**31 else np.int64)
             if not len(cand):
                 break
-            dn = self.distinct[n - 1][refs]
-            hyp_counts = np.bincount(current, minlength=int(dn.sum()))
-            gidx, gep = _ranges(self.count_base[n - 1][refs], dn)
-            clipped = np.minimum(hyp_counts, self.count[n - 1][gidx])
-            correct[:, n - 1] = np.bincount(gep, weights=clipped, minlength=E).astype(np.int64)
+            hyp_counts = np.bincount(current, minlength=len(index))
+            seen = np.flatnonzero(hyp_counts)
+            clipped = np.minimum(hyp_counts[seen], self.count[n - 1][index[seen]])
+            correct[:, n - 1] = np.bincount(episode[seen], weights=clipped, minlength=E).astype(
+                np.int64
+            )
         return correct
 
 
@@ -230,7 +297,9 @@ class BatchSentenceScorer:
         self.words = _NgramTables(arrays, "w_", self.max_order, len(words))
         self.chars = _NgramTables(arrays, "c_", self.char_order, len(alphabet))
         top = int(alphabet.max(initial=0)) + 1
-        self._char_id = np.full(top + 1, -1, dtype=np.int64)  # the last entry: beyond the alphabet
+        # The last entry: beyond the alphabet; a character in no reference gets the
+        # alphabet's size (see _NgramTables.matches).
+        self._char_id = np.full(top + 1, max(len(alphabet), 1), dtype=np.int32)
         self._char_id[alphabet] = np.arange(len(alphabet))
 
     # -- hypotheses to symbol ids ---------------------------------------------------------------
@@ -243,14 +312,17 @@ class BatchSentenceScorer:
         if "&" in line:
             line = line.replace("&quot;", '"').replace("&amp;", "&")
             line = line.replace("&lt;", "<").replace("&gt;", ">")
-        for c in _PADDED:
-            if c in line:
-                line = line.replace(c, f" {c} ")
-        parts = line.split(_SEP)
+        line = _PADDED_RE.sub(_pad_match, line)
         if "." in line or "," in line or "-" in line:
-            # 13a's context rules (digits next to . , -) act within whitespace-separated words.
-            parts = [tokenize_13a(p) if ("." in p or "," in p or "-" in p) else p for p in parts]
-        words = f" {_SEP} ".join(parts).split()
+            # 13a's context rules (periods and commas not next to a digit, dashes after one)
+            # act within whitespace-separated words: run them on the lines that have those
+            # characters (the rest of 13a is done).
+            parts = [
+                _context_rules(p) if ("." in p or "," in p or "-" in p) else p
+                for p in line.split(_SEP)
+            ]
+            line = f" {_SEP} ".join(parts)
+        words = line.split()
         get = self._vocab.get
         ids = np.fromiter(map(get, words, repeat(-1)), dtype=np.int64, count=len(words))
         ids = np.append(ids, -2)  # a sentinel after the last hypothesis too
@@ -259,17 +331,17 @@ class BatchSentenceScorer:
         return ids, owner, np.bincount(owner, minlength=len(hypotheses)) - 1
 
     def _char_ids(self, hypotheses: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Characters (whitespace dropped) of each hypothesis as reference alphabet ids (-1:
-        in no reference), each hypothesis followed by a sentinel -1; which hypothesis each
-        entry belongs to; and the number of characters of each."""
+        """Characters (whitespace dropped) of each hypothesis as reference alphabet ids (the
+        alphabet's size: in no reference), each hypothesis followed by a sentinel (the same
+        id); which hypothesis each entry belongs to; and the number of characters of each."""
         lines = ["".join(h.split()) for h in hypotheses]
         sizes = np.array([len(line) for line in lines], dtype=np.int64)
         text = "\x00".join(lines) + "\x00"
         cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         table = self._char_id
         ids = table[np.minimum(cps, len(table) - 1)]
-        owner = np.repeat(np.arange(len(lines)), sizes + 1)
-        ids[np.cumsum(sizes + 1) - 1] = -1  # the sentinels
+        owner = np.repeat(np.arange(len(lines), dtype=np.int32), sizes + 1)
+        ids[np.cumsum(sizes + 1) - 1] = self.chars.n_symbols  # the sentinels
         return ids, owner, sizes
 
     # -- scores ---------------------------------------------------------------------------------
@@ -351,7 +423,7 @@ def cached_batch_scorer(references: Any) -> BatchSentenceScorer:
     from lmgym.data.cache import cached_arrays, fingerprint
 
     key = fingerprint(
-        "batch-sentence-scorer-v2",
+        "batch-sentence-scorer-v3",
         _sha(np.asarray(references.data), np.asarray(references.offsets)),
     )
     arrays, _ = cached_arrays(

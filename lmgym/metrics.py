@@ -239,9 +239,9 @@ class SentenceScorer:
                         gram[:-1] not in present or gram[1:] not in present
                     ):
                         continue
-                    count = (
-                        _overlapping_count(line, gram) if _may_overlap(gram) else line.count(gram)
-                    )
+                    count = line.count(gram)  # 0 exactly when gram does not occur
+                    if count and _may_overlap(gram):
+                        count = _overlapping_count(line, gram)
                     if count:
                         found.add(gram)
                         match += min(count, ref_count)

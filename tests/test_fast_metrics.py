@@ -14,7 +14,10 @@ import pytest
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+import lmgym.batch_metrics
 from lmgym.batch_metrics import BatchSentenceScorer, cached_batch_scorer
+from lmgym.batch_squad import BatchSpanScorer, analyse_spans
+from lmgym.envs.translation_data import ByteLevelDecoder
 from lmgym.metrics import (
     NormalizedAnswer,
     SentenceScorer,
@@ -127,6 +130,46 @@ def test_batch_scorer_equals_sacrebleu_on_tricky_strings():
         scorer.scores("ter", ["x"], [0])
 
 
+@pytest.mark.parametrize("dense_lookup", [0, 1 << 30])
+def test_batch_scorer_equals_sacrebleu_on_small_vocabulary_fuzz(monkeypatch, dense_lookup):
+    # Few distinct words and letters: many higher-order n-gram matches and clipped
+    # repeats; n-grams looked up by binary search only, then by dense tables only.
+    monkeypatch.setattr(lmgym.batch_metrics, "_DENSE_LOOKUP", dense_lookup)
+    rng = np.random.default_rng(7)
+    words = ["a", "b", "ab", "ba", "aa", "c", "b.", "1,5", "-"]
+
+    def sentence() -> str:
+        return " ".join(rng.choice(words, size=int(rng.integers(0, 14))))
+
+    references = [sentence() for _ in range(40)]
+    scorer = BatchSentenceScorer(references)
+    examples = rng.integers(0, len(references), 300)  # repeats: one reference, many episodes
+    hypotheses = [sentence() for _ in examples]
+    for metric in ("bleu", "chrf"):
+        got = scorer.scores(metric, hypotheses, examples).tolist()
+        expected = [
+            sacre(metric, h, references[e]) for h, e in zip(hypotheses, examples, strict=True)
+        ]
+        assert got == expected, metric
+        assert len(set(got)) > 20
+
+
+def test_byte_level_decoder_equals_decode_batch():
+    core = gym.make(TRANSLATION, data_dir="sample").unwrapped.core
+    tokenizer = core.target_tokenizer
+    decoder = ByteLevelDecoder.for_tokenizer(tokenizer)
+    assert decoder is not None
+    rng = np.random.default_rng(3)
+    V = tokenizer.get_vocab_size(with_added_tokens=True)
+    # Random ids (special tokens, bytes that are no valid UTF-8 on their own) and real text.
+    rows = [rng.integers(0, V, int(rng.integers(0, 70))).tolist() for _ in range(3000)]
+    rows += [tokenizer.encode(core.references[i]).ids for i in range(min(200, core.n_examples))]
+    assert decoder.decode_batch(rows) == tokenizer.decode_batch(rows, skip_special_tokens=True)
+    # Other tokenizers are decoded by their own decode_batch.
+    assert ByteLevelDecoder.for_tokenizer(core.tokenizer) is None
+    assert ByteLevelDecoder.for_tokenizer(object()) is None
+
+
 def test_sentence_scorer_cache_is_bounded_and_evictions_do_not_change_scores():
     references = TRICKY[5:]
     scorer = SentenceScorer(references, max_cached=2)
@@ -165,6 +208,66 @@ def test_squad_best_f1_em_equals_official_on_tricky_answers():
             assert squad_best_f1_em(prediction, normalized) == official_best(
                 prediction, golds[:k]
             ), (prediction, golds[:k])
+
+
+def subword_offsets(text: str) -> list[tuple[int, int]]:
+    """Token spans like a WordPiece tokenizer's: words and punctuation apart, words cut
+    into pieces of up to three characters (so spans start and end inside words)."""
+    out = []
+    for m in re.finditer(r"\w+|[^\w\s]", text):
+        a, b = m.span()
+        out += [(i, min(i + 3, b)) for i in range(a, b, 3)]
+    return out
+
+
+SPAN_CONTEXTS = [
+    "The cat sat on the mat, and a dog (an old one) barked at the cat.",
+    "U.S.-based e-mail: the_end. Anthem theatre; a1 the2 an... 3.5km!",
+    "Naïve café — „Anführung“ the–end ΑΣΒ ΟΔΟΣ İthe x’the the’s don't",
+    "  leading   and\ttabs\nnewline\u00a0nbsp \x1cthe\x1fan a  ",
+    "aaaa a an the The THE thé banana an theatre-the a-an",
+]
+SPAN_ANSWERS = [
+    ["the cat", "cat", "The Cat!", "a dog"],
+    ["U.S.-based", "e-mail", "the_end", "3.5km"],
+    ["café", "the–end", "ΑΣ", "the", "ΟΔΟΣ"],
+    ["tabs newline", "an", "nbsp"],
+    ["banana an theatre", "a", "aaaa"],
+]
+
+
+def test_batch_span_scorer_equals_official_on_every_span_of_tricky_contexts():
+    offsets = [subword_offsets(c) for c in SPAN_CONTEXTS]
+    par_base = np.cumsum([0] + [len(o) for o in offsets])
+    answers = [a for golds in SPAN_ANSWERS for a in golds]
+    answer_base = np.cumsum([0] + [len(g) for g in SPAN_ANSWERS])
+    flat = np.array([span for o in offsets for span in o], dtype=np.int32)
+    scorer = BatchSpanScorer(analyse_spans(SPAN_CONTEXTS, flat, par_base, answers, answer_base))
+    first, last, questions, texts = [], [], [], []
+    for p, context in enumerate(SPAN_CONTEXTS):
+        for i in range(par_base[p], par_base[p + 1]):
+            for j in range(i, par_base[p + 1]):
+                first.append(i)
+                last.append(j)
+                questions.append(p)
+                texts.append(context[flat[i, 0] : flat[j, 1]])
+    ids, lengths, fallback = scorer.words(np.array(first), np.array(last))
+    f1, em = scorer.scores(ids, lengths, np.array(questions))
+    assert 0 < fallback.mean() < 0.5  # some spans need the string path, most do not
+    checked = 0
+    for k in np.flatnonzero(~fallback).tolist():
+        expected = official_best(texts[k], SPAN_ANSWERS[questions[k]])
+        assert (f1[k], em[k]) == expected, (texts[k], SPAN_ANSWERS[questions[k]])
+        checked += 1
+    assert checked > 1000 and 0 < em.sum() and f1.max() == 1.0
+    # The empty prediction: EM only against a gold that normalises to nothing.
+    f1, em = scorer.scores(np.zeros(0, dtype=np.int64), np.zeros(5, dtype=np.int64), np.arange(5))
+    assert list(zip(f1.tolist(), em.tolist(), strict=True)) == [
+        official_best("", golds) for golds in SPAN_ANSWERS
+    ]
+    assert em.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="par_base"):
+        analyse_spans(SPAN_CONTEXTS, flat, par_base[:-1], answers, answer_base)
 
 
 # -- real data ------------------------------------------------------------------------------------
@@ -308,6 +411,39 @@ def test_squad_best_f1_em_equals_official_on_squad_validation():
             )
             checked += 1
     assert core.n_questions == 1988 and checked >= 9 * core.n_questions
+
+
+@needs_real_data
+@pytest.mark.data
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_span_scores_equal_official_squad_on_random_spans(split):
+    # What a random policy and an expert point at: long, short and gold spans, spans
+    # outside the context or reversed, "no answer here"; batch path and fallbacks alike.
+    core = gym.make(QA, split=split).unwrapped.core
+    rng = np.random.default_rng(0)
+    n = 6000
+    windows = rng.integers(0, core.n_examples, n)
+    lo, hi = core.data["lo"][windows], core.data["hi"][windows]
+    starts = rng.integers(lo, hi)
+    ends = starts + rng.integers(0, 30, n)
+    ends[::3] = starts[::3] + rng.integers(0, 3, len(ends[::3]))
+    gold = core.data["gold_start"][windows] >= 0
+    starts[::5] = np.where(gold, core.data["gold_start"][windows], starts)[::5]
+    ends[::5] = np.where(gold, core.data["gold_end"][windows], ends)[::5]
+    starts[::17] = 0
+    ends[::19] = starts[::19] - 1
+    f1, em = core.span_scores(windows, starts, ends)
+    for k in range(n):
+        window = int(windows[k])
+        prediction = core.prediction(window, int(starts[k]), int(ends[k]))
+        if prediction is None:
+            expected = (float(core.data["gold_start"][window] < 0),) * 2
+        else:
+            expected = official_best(
+                prediction, core.gold_answers(int(core.data["question"][window]))
+            )
+        assert (f1[k], em[k]) == expected, (prediction, k)
+    assert 0.05 < em.mean() < f1.mean() < 0.9
 
 
 @needs_real_data

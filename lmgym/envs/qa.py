@@ -20,7 +20,7 @@ from lmgym.envs.multiple_choice import (  # noqa: F401  (re-exported: their form
     MultipleChoiceQAVectorEnv,
 )
 from lmgym.envs.qa_windows import WindowTexts, build_windows, squad_source
-from lmgym.metrics import NormalizedAnswer, squad_best_f1_em, squad_scores
+from lmgym.metrics import NormalizedAnswer, squad_scores
 
 REWARD_MODES = ("f1", "em")
 WINDOW_MODES = ("answer", "all")
@@ -104,6 +104,7 @@ class QACore(WindowTexts, DatasetCore):
         #: Gold answers normalised once, per question (built on the first scored episode).
         self._golds: list[tuple[NormalizedAnswer, ...]] | None = None
         self._context_cache: dict[int, str] = {}
+        self._span_scorer = None
 
         L = max_length
         self.define_spaces(
@@ -185,18 +186,7 @@ class QACore(WindowTexts, DatasetCore):
         if len(ending):
             r, ends = rows[ending], actions[ending]
             state["end"][r] = ends
-            windows = state["example"][r]
-            preds = self.predictions(windows, state["start"][r, 0], ends)
-            questions = self.data["question"][windows].tolist()
-            no_gold = (self.data["gold_start"][windows] < 0).tolist()
-            f1 = np.empty(len(ending), dtype=np.float64)
-            em = np.empty(len(ending), dtype=np.float64)
-            golds = self._all_golds()
-            for k, (pred, question) in enumerate(zip(preds, questions, strict=True)):
-                if pred is None:
-                    f1[k] = em[k] = float(no_gold[k])
-                else:
-                    f1[k], em[k] = squad_best_f1_em(pred, golds[question])
+            f1, em = self.span_scores(state["example"][r], state["start"][r, 0], ends)
             state["f1"][r], state["em"][r] = f1, em
             reward[ending] = f1 if self.reward_mode == "f1" else em
         terminated = ~choosing_start

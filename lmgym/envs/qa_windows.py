@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from lmgym.batch_squad import BatchSpanScorer, analyse_spans
 from lmgym.data.errors import DataFormatError
 from lmgym.data.loaders import PackedTexts, SquadQuestion, read_squad
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.envs.dataset import pad_rows
-from lmgym.metrics import NormalizedAnswer
+from lmgym.metrics import NormalizedAnswer, squad_best_f1_em
 
 
 def squad_source(dataset: str, data_files: Any, split: str, data_dir: Any) -> Source:
@@ -180,6 +181,7 @@ class WindowTexts:
     allow_no_answer: bool
     _golds: list[tuple[NormalizedAnswer, ...]] | None
     _context_cache: dict[int, str]
+    _span_scorer: BatchSpanScorer | None
 
     def gold_answers(self, question: int) -> list[str]:
         base = self.data["answer_base"]
@@ -231,6 +233,70 @@ class WindowTexts:
         ):
             out.append(None if no else self._context(p)[a:b] if ok else "")
         return out
+
+    def span_scorer(self) -> BatchSpanScorer:
+        """The split's :class:`~lmgym.batch_squad.BatchSpanScorer` (its analysis kept in the
+        on-disk cache, keyed by the contexts, token offsets and answers)."""
+        if self._span_scorer is None:
+            from lmgym.batch_metrics import _sha
+            from lmgym.data.cache import cached_arrays, fingerprint
+
+            d = self.data
+            names = ("context_data", "context_offsets", "token_offsets", "par_base")
+            names += ("answer_data", "answer_offsets", "answer_base")
+            key = fingerprint("batch-span-scorer-v1", _sha(*(np.asarray(d[k]) for k in names)))
+            arrays, _ = cached_arrays(
+                "qa_spans",
+                key,
+                lambda: (
+                    analyse_spans(
+                        [self.contexts[i] for i in range(len(self.contexts))],
+                        d["token_offsets"],
+                        d["par_base"],
+                        [self.answer_texts[j] for j in range(len(self.answer_texts))],
+                        d["answer_base"],
+                    ),
+                    {},
+                ),
+            )
+            self._span_scorer = BatchSpanScorer(arrays)
+        return self._span_scorer
+
+    def span_scores(
+        self, windows: np.ndarray, starts: np.ndarray, ends: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """SQuAD ``(F1, EM)`` (``float64``, 0-1) of many ``(window, start, end)`` choices:
+        :func:`~lmgym.metrics.squad_best_f1_em` of each :meth:`prediction` against the
+        question's gold answers, 1 for "no answer here" in a window without a gold answer
+        (else 0). Computed with numpy (:class:`~lmgym.batch_squad.BatchSpanScorer`), the
+        few spans it cannot take through the string path; the same floats either way."""
+        d = self.data
+        windows = np.asarray(windows, dtype=np.int64)
+        starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+        questions = d["question"][windows].astype(np.int64)
+        lo, hi = d["lo"][windows], d["hi"][windows]
+        inside = (lo <= starts) & (starts <= ends) & (ends < hi)
+        abstain = (starts == 0) if self.allow_no_answer else np.zeros(len(windows), dtype=bool)
+        base = d["par_base"][d["question_par"][questions]] + d["win_start"][windows] - lo
+        spans = np.flatnonzero(inside & ~abstain)
+        scorer = self.span_scorer()
+        ids, span_lengths, fallback = scorer.words(
+            base[spans] + starts[spans], base[spans] + ends[spans]
+        )
+        lengths = np.zeros(len(windows), dtype=np.int64)
+        lengths[spans] = span_lengths  # "" (a span outside the context) has no words
+        scored = np.flatnonzero(~abstain)
+        f1 = np.empty(len(windows), dtype=np.float64)
+        em = np.empty(len(windows), dtype=np.float64)
+        f1[scored], em[scored] = scorer.scores(ids, lengths[scored], questions[scored])
+        no_gold = (d["gold_start"][windows[abstain]] < 0).astype(np.float64)
+        f1[abstain] = em[abstain] = no_gold
+        if fallback.any():
+            golds = self._all_golds()
+            for k in spans[fallback].tolist():
+                text = self.prediction(int(windows[k]), int(starts[k]), int(ends[k]))
+                f1[k], em[k] = squad_best_f1_em(text or "", golds[int(questions[k])])
+        return f1, em
 
     def _char_span(self, window: int, start: int, end: int) -> tuple[int, int]:
         """Character span of window positions ``start..end`` (both inside the context)."""

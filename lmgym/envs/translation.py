@@ -17,6 +17,7 @@ from lmgym.envs.core import State, check_choice, int_box, sel
 from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
 from lmgym.envs.translation_data import (  # noqa: F401  (re-exported: their former home)
     TARGET_SPECIAL_TOKENS,
+    ByteLevelDecoder,
     parallel_source,
     resolve_target_tokenizer,
     train_target_tokenizer,
@@ -97,6 +98,8 @@ class TranslationCore(DatasetCore):
         self.n_target_truncated = int(meta["n_target_truncated"])
         self._scorer: SentenceScorer | None = None
         self._batch_scorer: BatchSentenceScorer | None = None
+        #: The fast decoder of a byte-level target tokenizer (None: decode_batch; False: not made yet).
+        self._decoder: ByteLevelDecoder | None | bool = False
 
         V, T = self.target_vocab_size, max_target_length
         self._ones = np.ones((1, V), dtype=np.int8)
@@ -153,9 +156,13 @@ class TranslationCore(DatasetCore):
         t = state["t"][rows]
         ids = state["target_ids"][rows]
         lengths = t - (ids[np.arange(len(rows)), np.maximum(t - 1, 0)] == self.eos_id) * (t > 0)
-        texts = self.target_tokenizer.decode_batch(
-            [ids[k, : lengths[k]].tolist() for k in range(len(rows))], skip_special_tokens=True
-        )
+        rows_ids = [row[:n] for row, n in zip(ids.tolist(), lengths.tolist(), strict=True)]
+        if self._decoder is False:
+            self._decoder = ByteLevelDecoder.for_tokenizer(self.target_tokenizer)
+        if self._decoder is not None:
+            texts = self._decoder.decode_batch(rows_ids)
+        else:
+            texts = self.target_tokenizer.decode_batch(rows_ids, skip_special_tokens=True)
         return [text.strip() for text in texts]
 
     def sentence_scores(
