@@ -16,7 +16,7 @@ Spec keys: ``name``, ``steps`` (env steps per run), ``eval_every``, ``eval_examp
 override the spec's for that env, and ``variants``: name -> {hyperparameter: value,
 ``make_kwargs`` to add env arguments, ``init_from: {env, steps, make_kwargs, hyperparams}``
 to train that run first and start from its encoder (transfer)}, one run of each algorithm
-per variant, recorded as ``algo [name]``; baselines use the env's own ``make_kwargs``),
+per variant, recorded as ``algo [name]``; baselines use the env's ``make_kwargs`` without the variants'),
 ``algos``, ``backbones``, ``seeds``, ``hyperparams`` (algo -> {key: value}), ``baselines``
 (random, majority, expert, supervised). ``derived_data: NAME`` builds a dataset of
 :data:`benchmarks.datasets.BUILDERS` into the lmgym cache and passes its files as

@@ -84,16 +84,17 @@ def run_one(config: Any) -> dict[str, Any]:
         "versions": versions(), "commit": git_commit(), "curve": [], "steps": 0,
         "make_kwargs": dict(config.make_kwargs), "variant": config.variant,
     }  # fmt: skip
-    if config.algo in BASELINES:
+    if config.algo in BASELINES:  # the RL runs' env kwargs: QA's windows follow the tokenizer
+        make_kwargs = run_setup(config)["make_kwargs"]
         result = lmgym.evaluate(
             config.algo,
             config.env,
             split="test",
             seed=config.seed,
             max_examples=config.test_examples,
-            **config.make_kwargs,
+            **make_kwargs,
         )
-        record["metrics"] = _numbers(result)
+        record.update(metrics=_numbers(result), make_kwargs=make_kwargs)
         return record
     if config.algo == "supervised":
         return {**record, **_supervised(config, metric)}

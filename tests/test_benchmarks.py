@@ -48,6 +48,11 @@ def test_grid_writes_records_resumes_and_reports(tmp_path, capsys):
         ]
     )
     assert records["SST2-v0__expert__-__0"]["metrics"]["accuracy"] == 1.0
+    # baselines read the env as the RL runs do (QA's windows depend on the tokenizer)
+    assert (
+        records["SST2-v0__random__-__0"]["make_kwargs"]
+        == records["SST2-v0__ppo__tiny__0"]["make_kwargs"]
+    )
     ppo = records["SST2-v0__ppo__tiny__0"]
     assert ppo["steps"] >= 128 and ppo["curve"] and ppo["metric"] == "accuracy"
     for key in ("device", "versions", "commit", "wall_time_s", "config"):
