@@ -62,18 +62,21 @@ def markdown(
             "",
             "| algorithm | backbone | test "
             + metric
-            + " | steps | wall time (s) | device | commit |",
-            "|---|---|---|---|---|---|---|",
+            + " | steps | wall time (s) | env steps/s | device | commit |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for key in sorted(groups, key=_order):
             runs = groups[key]
             values = [r["metrics"][metric] for r in runs]
             steps = sorted({r["steps"] for r in runs})
             wall = np.mean([r["wall_time_s"] for r in runs])
+            # the run's throughput, evaluation included (baselines train nothing)
+            rate = np.mean([r["steps"] / r["wall_time_s"] for r in runs]) if steps[-1] else None
+            speed = "-" if rate is None else f"{rate:.1f}"
             devices = sorted({r["device"] for r in runs})
             commits = sorted({str(r["commit"] or "unknown") for r in runs})
             lines.append(
-                f"| {key[0]} | {key[1]} | {mean_std(values)} | {', '.join(map(str, steps))} | {wall:.0f} | {'; '.join(devices)} | {', '.join(commits)} |"
+                f"| {key[0]} | {key[1]} | {mean_std(values)} | {', '.join(map(str, steps))} | {wall:.0f} | {speed} | {'; '.join(devices)} | {', '.join(commits)} |"
             )
         lines.append("")
     lines += per_task_table(records)

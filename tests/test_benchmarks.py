@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import leaderboard, report
@@ -69,6 +70,9 @@ def test_grid_writes_records_resumes_and_reports(tmp_path, capsys):
     written = report.build([out], md, plots)
     text = md.read_text()
     assert "lmgym/SST2-v0" in text and "ppo" in text and "(2 seeds)" in text
+    ppo = [r for r in read_records(out) if r["algo"] == "ppo"]
+    rate = np.mean([r["steps"] / r["wall_time_s"] for r in ppo])
+    assert f"| {rate:.1f} |" in text  # each row's env steps/s, from its records
     assert {p.name for p in written} >= {
         "records_curves.png",
         "records_final.png",
