@@ -152,9 +152,17 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 # -- hyperparameters ---------------------------------------------------------------------
 def _yaml_value(text: str) -> Any:
+    """A flag's value as YAML, except that numbers YAML 1.1 reads as strings (``1e-3``,
+    ``1e5``: no dot) are numbers, as anyone typing them means."""
     import yaml
 
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            return value
+    return value
 
 
 def _key_values(items: list[str], what: str) -> dict[str, Any]:

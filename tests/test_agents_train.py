@@ -127,6 +127,15 @@ def test_hyperparams_have_every_env_and_a_default(algo):
     )
 
 
+def test_flag_values_read_exponent_numbers_as_numbers():
+    values = train_module._key_values(
+        ["learning_rate=1e-3", "n=1e5", "x=0.5", "name=ppo", "none=null", "t=[1, 2]"], "--hp"
+    )
+    assert values == {"learning_rate": 1e-3, "n": 1e5, "x": 0.5, "name": "ppo", "none": None,
+                      "t": [1, 2]}  # fmt: skip
+    assert isinstance(values["learning_rate"], float)
+
+
 @pytest.mark.parametrize("algo", train_module.ALGOS)
 def test_lmgym_pattern_entry_gives_every_lmgym_env_minilm_vocabulary_and_no_other(algo):
     ner = train_module.load_hyperparams(algo, "lmgym/NER-v0", backbone="tiny")
