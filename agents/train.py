@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 import typing
@@ -151,18 +152,16 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # -- hyperparameters ---------------------------------------------------------------------
+#: what YAML 1.1 reads as a string but anyone typing it means as a number (``1e-3``, ``5E4``)
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _yaml_value(text: str) -> Any:
-    """A flag's value as YAML, except that numbers YAML 1.1 reads as strings (``1e-3``,
-    ``1e5``: no dot) are numbers, as anyone typing them means."""
+    """A flag's value as YAML, with exponent numbers without a dot read as numbers."""
     import yaml
 
     value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
-        except ValueError:
-            return value
-    return value
+    return float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value) else value
 
 
 def _key_values(items: list[str], what: str) -> dict[str, Any]:

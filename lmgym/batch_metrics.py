@@ -25,7 +25,6 @@ symbol that no reference holds never matches.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -222,13 +221,6 @@ class _NgramTables:
         return correct
 
 
-def _sha(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        digest.update(np.ascontiguousarray(a).tobytes())
-    return digest.hexdigest()[:24]
-
-
 def analyse_references(references: Sequence[str], max_order: int = 4, char_order: int = 6):
     """The reference analysis :class:`BatchSentenceScorer` needs, as arrays (cacheable)."""
     words = [tokenize_13a(r.rstrip()).split() for r in references]
@@ -420,11 +412,11 @@ def cached_batch_scorer(references: Any) -> BatchSentenceScorer:
     """A :class:`BatchSentenceScorer` of packed references (a
     :class:`~lmgym.data.loaders.PackedTexts`), its analysis kept in the on-disk cache
     (keyed by the references' bytes)."""
-    from lmgym.data.cache import cached_arrays, fingerprint
+    from lmgym.data.cache import array_digest, cached_arrays, fingerprint
 
     key = fingerprint(
         "batch-sentence-scorer-v3",
-        _sha(np.asarray(references.data), np.asarray(references.offsets)),
+        array_digest(np.asarray(references.data), np.asarray(references.offsets)),
     )
     arrays, _ = cached_arrays(
         "translation_refs",

@@ -52,6 +52,14 @@ def file_digest(path: str | Path) -> str:
     return _digests[key]
 
 
+def array_digest(*arrays: Any) -> str:
+    """A short SHA-256 of arrays' bytes (for cache keys over loaded data)."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:24]
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-serialisable ``parts``."""
     blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()

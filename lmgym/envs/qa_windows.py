@@ -238,13 +238,14 @@ class WindowTexts:
         """The split's :class:`~lmgym.batch_squad.BatchSpanScorer` (its analysis kept in the
         on-disk cache, keyed by the contexts, token offsets and answers)."""
         if self._span_scorer is None:
-            from lmgym.batch_metrics import _sha
-            from lmgym.data.cache import cached_arrays, fingerprint
+            from lmgym.data.cache import array_digest, cached_arrays, fingerprint
 
             d = self.data
             names = ("context_data", "context_offsets", "token_offsets", "par_base")
             names += ("answer_data", "answer_offsets", "answer_base")
-            key = fingerprint("batch-span-scorer-v1", _sha(*(np.asarray(d[k]) for k in names)))
+            key = fingerprint(
+                "batch-span-scorer-v1", array_digest(*(np.asarray(d[k]) for k in names))
+            )
             arrays, _ = cached_arrays(
                 "qa_spans",
                 key,
