@@ -24,13 +24,20 @@ BASELINES = ("random", "majority", "expert")
 HERE = Path(__file__).parent
 
 
-def _group(records: list[dict[str, Any]]) -> dict[str, dict[tuple[str, str], list[dict[str, Any]]]]:
-    by_env: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
+def _by(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str, Any]]]:
+    """``records`` grouped by ``key(record)``, in first-seen order."""
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        by_env[r["env"]][(algo_label(r), r["backbone"])].append(r)
-    return by_env
+        groups[key(r)].append(r)
+    return groups
+
+
+def _group(records: list[dict[str, Any]]) -> dict[str, dict[tuple[str, str], list[dict[str, Any]]]]:
+    """Records by env, then by ``(algorithm label, backbone)``."""
+    return {
+        env: _by(runs, lambda r: (algo_label(r), r["backbone"]))
+        for env, runs in _by(records, lambda r: r["env"]).items()
+    }
 
 
 def _order(key: tuple[str, str]) -> tuple[int, str, str]:
@@ -166,13 +173,6 @@ def warm_start_table(records: list[dict[str, Any]]) -> list[str]:
             "",
         ]
     return lines
-
-
-def _by(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str, Any]]]:
-    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[key(r)].append(r)
-    return groups
 
 
 def _mix_metrics(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tuple[str, str]]:
