@@ -147,13 +147,6 @@ class ClassificationCore(LabelScoring, DatasetCore):
         self.load_rows(state, slots, example_ids)
         state["pred"][slots] = -1
 
-    def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
-        s = sel(slots)
-        state["pred"][s] = actions
-        reward = (actions == self.data["labels"][state["example"][s]]).astype(np.float32)
-        done = np.ones(len(reward), dtype=bool)
-        return reward, done, ~done
-
     def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
         rows = self.row_observation(state, slots)
         k = len(rows["input_ids"])

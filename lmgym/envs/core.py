@@ -156,15 +156,24 @@ def int_box(
 
 
 class LabelScoring:
-    """Scoring shared by one-step tasks whose action is the index of the gold answer
-    (classification, multiple choice): the expert plays ``data[gold_key]``, episodes and the
-    corpus are scored by accuracy. Mix in before :class:`TaskCore`."""
+    """The step and scoring shared by one-step tasks whose action is the index of the gold
+    answer (classification, multiple choice): the step records the answer in
+    ``state["pred"]`` and ends the episode with reward 1 for ``data[gold_key]`` (0
+    otherwise), the expert plays it, episodes and the corpus are scored by accuracy. Mix in
+    before :class:`TaskCore`."""
 
     gold_key: ClassVar[str]
     data: Any
 
     def _gold(self, examples: np.ndarray) -> np.ndarray:
         return self.data[self.gold_key][examples]
+
+    def step(self, state: State, actions: np.ndarray, slots: Slots = None):
+        s = sel(slots)
+        state["pred"][s] = actions
+        reward = (actions == self._gold(state["example"][s])).astype(np.float32)
+        done = np.ones(len(reward), dtype=bool)
+        return reward, done, ~done
 
     def expert_actions(self, state: State, slots: Slots = None) -> np.ndarray:
         return self._gold(state["example"][sel(slots)]).astype(np.int64)

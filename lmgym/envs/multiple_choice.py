@@ -151,13 +151,6 @@ class MultipleChoiceQACore(LabelScoring, DatasetCore):
         )
         state["pred"][slots] = -1
 
-    def step(self, state: State, actions: np.ndarray, slots: np.ndarray | None = None):
-        s = sel(slots)
-        state["pred"][s] = actions
-        reward = (actions == self.data["answer"][state["example"][s]]).astype(np.float32)
-        done = np.ones(len(reward), dtype=bool)
-        return reward, done, ~done
-
     def observe(self, state: State, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
         s = sel(slots)
         return {
