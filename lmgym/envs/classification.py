@@ -13,7 +13,7 @@ from lmgym.data.loaders import LabelledText, read_table, read_trec
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import LabelScoring, State, sel
-from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
+from lmgym.envs.dataset import DatasetCore, cls_sep
 
 #: Readable names of the catalogued datasets' labels.
 LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}}
@@ -134,11 +134,8 @@ class ClassificationCore(LabelScoring, DatasetCore):
             [e.text for e in examples], add_special_tokens=False
         )
         n_truncated = sum(len(e.ids) > L - 2 for e in encodings)
-        input_ids, lengths = pad_rows([cls_sep(e.ids, L, info) for e in encodings], L, info.pad_id)
-        return {"input_ids": input_ids, "lengths": lengths, "labels": labels}, {
-            "n_examples": len(examples),
-            "n_truncated": n_truncated,
-        }
+        arrays = {**self.row_arrays([cls_sep(e.ids, L, info) for e in encodings]), "labels": labels}
+        return arrays, {"n_examples": len(examples), "n_truncated": n_truncated}
 
     def init_state(self, batch_size: int) -> State:
         return {**self.row_state(batch_size), "pred": np.full(batch_size, -1, dtype=np.int32)}

@@ -14,9 +14,10 @@ observation rows, the legal actions, the transition and its reward, the episode 
    on-disk cache afterwards (keyed by a fingerprint of everything ``_build`` reads).
 
 Rows are ``[CLS] ... [SEP]`` sequences padded with the pad id (:func:`cls_sep`,
-:func:`pad_rows`); ``data["lengths"]`` gives each row's length, from which
-:meth:`~DatasetCore.load_rows` writes the attention mask when an episode starts, and
-:meth:`~DatasetCore.row_state` / :meth:`~DatasetCore.row_observation` hold and show them.
+:func:`pad_rows`, :meth:`~DatasetCore.row_arrays`); ``data["lengths"]`` gives each row's
+length, from which :meth:`~DatasetCore.load_rows` writes the attention mask when an
+episode starts, and :meth:`~DatasetCore.row_state` / :meth:`~DatasetCore.row_observation`
+hold and show them.
 A worked example (a toy POS-tagging family) is in ``docs/ARCHITECTURE.md``.
 """
 
@@ -176,6 +177,13 @@ class DatasetCore(TaskCore):
         """The tokenised split: arrays (first axis = example) and metadata with
         ``n_examples``. Called once per cache key."""
         raise NotImplementedError(f"{type(self).__name__} must implement _build()")
+
+    def row_arrays(self, rows: list[list[int]]) -> dict[str, np.ndarray]:
+        """The token ``rows`` as ``_build`` returns them (beside the family's own arrays):
+        ``input_ids`` padded to ``max_length`` and their ``lengths``, what :meth:`load_rows`
+        reads."""
+        input_ids, lengths = pad_rows(rows, self.max_length, self.token_info.pad_id)
+        return {"input_ids": input_ids, "lengths": lengths}
 
     def records(self) -> list[Any]:
         """The raw records of the split (loaded on first use: render, evaluation, builds)."""

@@ -12,7 +12,7 @@ from lmgym.data.loaders import MultipleChoice, read_multiple_choice_jsonl
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import LabelScoring, State, int_box, sel
-from lmgym.envs.dataset import DatasetCore, pad_rows, positions
+from lmgym.envs.dataset import DatasetCore, positions
 
 
 def _mc_source(dataset: str | None, data_files: Any, split: str, data_dir: Any) -> Source:
@@ -123,10 +123,8 @@ class MultipleChoiceQACore(LabelScoring, DatasetCore):
             rows.append(row)
             n_choices[i] = len(e.choices)
             answer[i] = e.answer
-        input_ids, lengths = pad_rows(rows, L, info.pad_id)
         arrays = {
-            "input_ids": input_ids,
-            "lengths": lengths,
+            **self.row_arrays(rows),
             "choice_positions": positions,
             "n_choices": n_choices,
             "answer": answer,

@@ -13,7 +13,7 @@ from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import TaggedSentence
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import State, check_choice, int_box, sel
-from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows, row_starts, write_back
+from lmgym.envs.dataset import DatasetCore, cls_sep, row_starts, write_back
 from lmgym.envs.tagging import (  # noqa: F401  (tag_set, balanced_weights: re-exported)
     CONLL2003_TAGS,
     allowed_after,
@@ -162,10 +162,8 @@ class NERCore(DatasetCore):
             for etype, s, e in bio_entities([self.tags[t] for t in tag_ids[:m]]):
                 end_start[i, e], end_type[i, e] = s, types.index(etype)
                 n_gold[i] += 1
-        input_ids, lengths = pad_rows(rows, L, info.pad_id)
         arrays = {
-            "input_ids": input_ids,
-            "lengths": lengths,
+            **self.row_arrays(rows),
             "starts": starts,
             "gold": gold,
             "end_start": end_start,

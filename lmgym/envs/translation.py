@@ -14,7 +14,7 @@ from lmgym.data.loaders import PackedTexts, ParallelText
 from lmgym.data.tokenization import tokenizer_digest
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import State, check_choice, int_box, sel
-from lmgym.envs.dataset import DatasetCore, cls_sep, pad_rows
+from lmgym.envs.dataset import DatasetCore, cls_sep
 from lmgym.envs.translation_data import (  # noqa: F401  (re-exported: their former home)
     TARGET_SPECIAL_TOKENS,
     ByteLevelDecoder,
@@ -130,12 +130,10 @@ class TranslationCore(DatasetCore):
             ids = tgt.ids[:T]
             target[i, : len(ids)] = ids
             target_len[i] = len(ids)
-        input_ids, lengths = pad_rows([cls_sep(e.ids, L, info) for e in sources], L, info.pad_id)
         refs = PackedTexts.pack([p.target for p in pairs])
         srcs = PackedTexts.pack([p.source for p in pairs])
         arrays = {
-            "input_ids": input_ids,
-            "lengths": lengths,
+            **self.row_arrays([cls_sep(e.ids, L, info) for e in sources]),
             "target": target,
             "target_len": target_len,
             "ref_data": refs["data"],
