@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +12,7 @@ from lmgym.data.loaders import LabelledText, read_table, read_trec
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import LabelScoring, State, sel
-from lmgym.envs.dataset import DatasetCore, cls_sep
+from lmgym.envs.dataset import DataArgs, DatasetCore, cls_sep
 
 #: Readable names of the catalogued datasets' labels.
 LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}}
@@ -65,26 +64,23 @@ class ClassificationCore(LabelScoring, DatasetCore):
 
     def __init__(
         self,
-        split: str = "train",
-        data_dir: str | os.PathLike | None = None,
-        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        *,
         dataset: str | None = None,
         text_column: str | tuple[str, ...] = "text",
         label_column: str | tuple[str, ...] = "label",
         delimiter: str | None = None,
         labels: tuple[str, ...] | None = None,
-        tokenizer: Any = None,
         max_length: int = 64,
-        vocab_size: int = 8000,
         augment: Mapping[str, float] | None = None,
+        **data: Any,
     ) -> None:
+        """:param data: the split, its files and the tokenizer (:class:`DataArgs`)."""
+        args = DataArgs.of(self, data)
         if max_length < 3:
             raise ValueError("max_length must be >= 3")
         self.max_length, self.dataset = max_length, dataset
         columns = (text_column, label_column)
-        train = self.open_split(
-            lambda name: _source(dataset, data_files, name, data_dir, columns, delimiter), split
-        )
+        train = self.open_data(args, _source, dataset, columns, delimiter)
         self.labels = (
             tuple(labels) if labels is not None else tuple(sorted({e.label for e in train.load()}))
         )
@@ -96,7 +92,7 @@ class ClassificationCore(LabelScoring, DatasetCore):
             LABEL_NAMES.get(dataset or "", {}).get(label, label) for label in self.labels
         )
         self.fit_tokenizer(
-            tokenizer, lambda: (e.text for e in train.load()), train.digest, vocab_size
+            args.tokenizer, lambda: (e.text for e in train.load()), train.digest, args.vocab_size
         )
         self.set_augment(augment)
         self.load_arrays(

@@ -6,7 +6,9 @@ observation rows, the legal actions, the transition and its reward, the episode 
 
 1. :meth:`~DatasetCore.open_split`: where the split's records come from (``self._source``;
    the records load lazily through :meth:`~DatasetCore.records`) and the train split's
-   source, which the tokenizer and label sets are fitted on.
+   source, which the tokenizer and label sets are fitted on. The built-in families take
+   the split, its files and the tokenizer as :class:`DataArgs` (their ``**data``) and open
+   it with :meth:`~DatasetCore.open_data`.
 2. :meth:`~DatasetCore.fit_tokenizer`: ``self.tokenizer`` from the ``tokenizer=`` argument
    (None trains a WordPiece on the train texts, cached), ``self.token_info``.
 3. :meth:`~DatasetCore.load_arrays`: the tokenised split as read-only arrays
@@ -23,7 +25,9 @@ A worked example (a toy POS-tagging family) is in ``docs/ARCHITECTURE.md``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -82,6 +86,42 @@ def write_back(state: State, slots: Slots, **values: np.ndarray) -> None:
             state[key][slots] = value
 
 
+@dataclass(frozen=True)
+class DataArgs:
+    """The arguments every built-in dataset family takes besides its own: which split the
+    episodes play, where its records are and how they are tokenised. A family core takes
+    them as ``**data`` (``NERCore(split="validation", data_dir="sample")``) and reads them
+    with :meth:`of`.
+
+    :param split: the split the episodes play: ``"train"``, ``"validation"`` or ``"test"``.
+    :param data_dir: the folder holding the catalogued datasets (None: ``$LMGYM_DATA_DIR``;
+        ``"sample"``: the small copies bundled with lmgym).
+    :param data_files: your own files instead of the catalogued dataset: one path for every
+        split, or ``{split: path}``.
+    :param tokenizer: the observation tokenizer: None (a WordPiece trained on the train
+        split, cached), ``"minilm"``, a ``tokenizer.json`` path or a tokenizer object.
+    :param vocab_size: the size of that trained WordPiece.
+    """
+
+    split: str = "train"
+    data_dir: str | os.PathLike | None = None
+    data_files: str | os.PathLike | dict[str, Any] | None = None
+    tokenizer: Any = None
+    vocab_size: int = 8000
+
+    @classmethod
+    def of(cls, core: object, data: Mapping[str, Any]) -> DataArgs:
+        """The data arguments in ``data``, a family core's ``**data``; any other name raises
+        the ``TypeError`` Python raises for an unknown keyword of ``core``'s constructor."""
+        names = {f.name for f in fields(cls)}
+        for name in data:
+            if name not in names:
+                raise TypeError(
+                    f"{type(core).__qualname__}.__init__() got an unexpected keyword argument {name!r}"
+                )
+        return cls(**data)
+
+
 class DatasetCore(TaskCore):
     """A :class:`~lmgym.envs.core.TaskCore` over one split of a dataset (see the module doc).
 
@@ -111,6 +151,21 @@ class DatasetCore(TaskCore):
         self._source = source_of(split)
         self._records = None
         return self._source if split == "train" else source_of("train")
+
+    def open_data(
+        self, args: DataArgs, lookup: Callable[..., Source], dataset: str | None, *extra: Any
+    ) -> Source:
+        """:meth:`open_split` for ``args.split`` of a family whose source lookup is called
+        ``lookup(dataset, data_files, split, data_dir, *extra)`` (every built-in family's).
+
+        :param args: the family's :class:`DataArgs`.
+        :param lookup: the family's source lookup (``conll_source``, ``squad_source``...).
+        :param dataset: the catalogued dataset (the family's ``dataset=`` argument).
+        :param extra: the lookup's own arguments (tag column, languages...).
+        """
+        return self.open_split(
+            lambda name: lookup(dataset, args.data_files, name, args.data_dir, *extra), args.split
+        )
 
     def fit_tokenizer(
         self,
@@ -241,4 +296,12 @@ class DatasetCore(TaskCore):
         return {"input_ids": state["input_ids"][s], "attention_mask": state["attention_mask"][s]}
 
 
-__all__ = ["DatasetCore", "cls_sep", "pad_rows", "positions", "row_starts", "write_back"]
+__all__ = [
+    "DataArgs",
+    "DatasetCore",
+    "cls_sep",
+    "pad_rows",
+    "positions",
+    "row_starts",
+    "write_back",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ from lmgym.data.loaders import MultipleChoice, read_multiple_choice_jsonl
 from lmgym.data.sources import Source, dataset_source, file_source
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import LabelScoring, State, int_box, sel
-from lmgym.envs.dataset import DatasetCore, positions
+from lmgym.envs.dataset import DataArgs, DatasetCore, positions
 
 
 def _mc_source(dataset: str | None, data_files: Any, split: str, data_dir: Any) -> Source:
@@ -47,15 +46,14 @@ class MultipleChoiceQACore(LabelScoring, DatasetCore):
 
     def __init__(
         self,
-        split: str = "train",
-        data_dir: str | os.PathLike | None = None,
-        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        *,
         dataset: str | None = "mcqa",
-        tokenizer: Any = None,
         max_length: int = 128,
         max_choices: int = 5,
-        vocab_size: int = 8000,
+        **data: Any,
     ) -> None:
+        """:param data: the split, its files and the tokenizer (:class:`DataArgs`)."""
+        args = DataArgs.of(self, data)
         if max_choices < 2:
             raise ValueError("max_choices must be >= 2")
         if max_length < 2 * max_choices + 4:
@@ -63,7 +61,7 @@ class MultipleChoiceQACore(LabelScoring, DatasetCore):
                 f"max_length={max_length} is too short for {max_choices} choices: need >= {2 * max_choices + 4}"
             )
         self.max_length, self.max_choices = max_length, max_choices
-        train = self.open_split(lambda name: _mc_source(dataset, data_files, name, data_dir), split)
+        train = self.open_data(args, _mc_source, dataset)
 
         def train_texts():
             for e in train.load():
@@ -72,7 +70,7 @@ class MultipleChoiceQACore(LabelScoring, DatasetCore):
                 yield e.question
                 yield from e.choices
 
-        self.fit_tokenizer(tokenizer, train_texts, train.digest, vocab_size)
+        self.fit_tokenizer(args.tokenizer, train_texts, train.digest, args.vocab_size)
         self.load_arrays(
             "multiple_choice",
             "mcqa",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import TaggedSentence
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import State, check_choice, int_box, sel
-from lmgym.envs.dataset import DatasetCore, cls_sep, row_starts, write_back
+from lmgym.envs.dataset import DataArgs, DatasetCore, cls_sep, row_starts, write_back
 from lmgym.envs.tagging import (  # noqa: F401  (tag_set, balanced_weights: re-exported)
     CONLL2003_TAGS,
     allowed_after,
@@ -36,11 +35,8 @@ class NERCore(DatasetCore):
 
     def __init__(
         self,
-        split: str = "train",
-        data_dir: str | os.PathLike | None = None,
-        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        *,
         dataset: str = "conll2003",
-        tokenizer: Any = None,
         max_length: int = 128,
         max_words: int = 128,
         reward_mode: str = "token",
@@ -48,27 +44,30 @@ class NERCore(DatasetCore):
         bio_mask: bool = True,
         tags: tuple[str, ...] | None = None,
         tag_column: int = -1,
-        vocab_size: int = 8000,
         augment: Mapping[str, float] | None = None,
+        **data: Any,
     ) -> None:
+        """:param data: the split, its files and the tokenizer (:class:`DataArgs`)."""
+        args = DataArgs.of(self, data)
         check_choice("reward_mode", reward_mode, REWARD_MODES)
         if max_length < 4 or max_words < 1:
             raise ValueError("max_length must be >= 4 and max_words >= 1")
         self.reward_mode, self.bio_mask = reward_mode, bio_mask
         self.max_length, self.max_words = max_length, max_words
-        train = self.open_split(
-            lambda name: conll_source(dataset, data_files, name, data_dir, tag_column), split
-        )
+        train = self.open_data(args, conll_source, dataset, tag_column)
         if tags is None:
             tags = (
                 CONLL2003_TAGS
-                if data_files is None and dataset == "conll2003"
+                if args.data_files is None and dataset == "conll2003"
                 else tag_set(train.load())
             )
         self.tags = tuple(tags)
         self.mask_table = allowed_after(self.tags, bio_mask)
         self.fit_tokenizer(
-            tokenizer, lambda: (" ".join(s.words) for s in train.load()), train.digest, vocab_size
+            args.tokenizer,
+            lambda: (" ".join(s.words) for s in train.load()),
+            train.digest,
+            args.vocab_size,
         )
         self.set_augment(augment)
         self.load_arrays(
@@ -84,7 +83,7 @@ class NERCore(DatasetCore):
         self._tables()
         self.tag_weights = np.ones(len(self.tags), dtype=np.float32)
         if reward_mode == "balanced":
-            gold = self.data["gold"] if split == "train" else None
+            gold = self.data["gold"] if self.split == "train" else None
             self.tag_weights = balanced_weights(
                 self.tags, train.load() if gold is None else gold, balance_power
             )

@@ -5,7 +5,6 @@ Multiple choice lives in :mod:`lmgym.envs.multiple_choice` (re-exported here).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 from lmgym.data.loaders import PackedTexts, SquadQuestion
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import State, check_choice, int_box, sel
-from lmgym.envs.dataset import DatasetCore
+from lmgym.envs.dataset import DataArgs, DatasetCore
 from lmgym.envs.multiple_choice import (  # noqa: F401  (re-exported: their former home)
     MultipleChoiceQACore,
     MultipleChoiceQAEnv,
@@ -33,21 +32,21 @@ class QACore(WindowTexts, DatasetCore):
 
     def __init__(
         self,
-        split: str = "train",
-        data_dir: str | os.PathLike | None = None,
-        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        *,
         dataset: str = "squad",
-        tokenizer: Any = None,
         max_length: int = 384,
         doc_stride: int = 128,
         max_query_length: int = 64,
         max_answer_tokens: int = 30,
         windows: str | None = None,
         reward_mode: str = "f1",
-        vocab_size: int = 8000,
+        **data: Any,
     ) -> None:
+        """:param data: the split, its files and the tokenizer (:class:`DataArgs`)."""
+        args = DataArgs.of(self, data)
         check_choice("reward_mode", reward_mode, REWARD_MODES)
-        windows = windows if windows is not None else ("answer" if split == "train" else "all")
+        if windows is None:
+            windows = "answer" if args.split == "train" else "all"
         if windows not in WINDOW_MODES:
             raise ValueError(
                 f"windows={windows!r}: choose one of {WINDOW_MODES} (None: 'answer' for train, 'all' otherwise)"
@@ -64,9 +63,7 @@ class QACore(WindowTexts, DatasetCore):
         self.max_query_length, self.max_answer_tokens = max_query_length, max_answer_tokens
         #: In ``windows="all"`` mode position 0 (``[CLS]``) as start means "no answer in this window".
         self.allow_no_answer = windows == "all"
-        train = self.open_split(
-            lambda name: squad_source(dataset, data_files, name, data_dir), split
-        )
+        train = self.open_data(args, squad_source, dataset)
 
         def train_texts():
             seen: set[int] = set()
@@ -76,7 +73,7 @@ class QACore(WindowTexts, DatasetCore):
                     yield q.context
                 yield q.question
 
-        self.fit_tokenizer(tokenizer, train_texts, train.digest, vocab_size)
+        self.fit_tokenizer(args.tokenizer, train_texts, train.digest, args.vocab_size)
         meta = self.load_arrays(
             "qa",
             "qa",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -14,7 +13,7 @@ from lmgym.data.loaders import PackedTexts, ParallelText
 from lmgym.data.tokenization import tokenizer_digest
 from lmgym.envs.base import LmgymEnv, vector_env
 from lmgym.envs.core import State, check_choice, int_box, sel
-from lmgym.envs.dataset import DatasetCore, cls_sep
+from lmgym.envs.dataset import DataArgs, DatasetCore, cls_sep
 from lmgym.envs.translation_data import (  # noqa: F401  (re-exported: their former home)
     TARGET_SPECIAL_TOKENS,
     ByteLevelDecoder,
@@ -38,24 +37,23 @@ class TranslationCore(DatasetCore):
 
     def __init__(
         self,
-        split: str = "train",
-        data_dir: str | os.PathLike | None = None,
-        data_files: str | os.PathLike | dict[str, Any] | None = None,
+        *,
         dataset: str | None = "multi30k",
         source_lang: str = "en",
         target_lang: str = "de",
         source_column: str = "source",
         target_column: str = "target",
         delimiter: str | None = None,
-        tokenizer: Any = None,
         target_tokenizer: Any = None,
         max_length: int = 64,
         max_target_length: int = 64,
         reward_mode: str = "bleu",
         action_mask_fn: Callable[[dict[str, np.ndarray]], Any] | None = None,
-        vocab_size: int = 8000,
         target_vocab_size: int = 4000,
+        **data: Any,
     ) -> None:
+        """:param data: the split, its files and the source tokenizer (:class:`DataArgs`)."""
+        args = DataArgs.of(self, data)
         check_choice("reward_mode", reward_mode, REWARD_MODES)
         if max_length < 3 or max_target_length < 1:
             raise ValueError("max_length must be >= 3 and max_target_length >= 1")
@@ -63,17 +61,14 @@ class TranslationCore(DatasetCore):
         self.max_length, self.max_target_length = max_length, max_target_length
         self.source_lang, self.target_lang = source_lang, target_lang
         columns = (source_column, target_column)
-        train = self.open_split(
-            lambda name: parallel_source(
-                dataset, data_files, name, data_dir, source_lang, target_lang, columns, delimiter
-            ),
-            split,
+        train = self.open_data(
+            args, parallel_source, dataset, source_lang, target_lang, columns, delimiter
         )
         self.fit_tokenizer(
-            tokenizer,
+            args.tokenizer,
             lambda: (p.source for p in train.load()),
             fingerprint(train.digest, "source"),
-            vocab_size,
+            args.vocab_size,
         )
         self.target_tokenizer, self.eos_id, self.target_pad_id = resolve_target_tokenizer(
             target_tokenizer,
