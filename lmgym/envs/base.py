@@ -150,6 +150,7 @@ class LmgymEnv(_CoreFacts, gym.Env):
             info["episode_metrics"] = {
                 k: float(v[0]) for k, v in metrics.items() if not np.isnan(v[0])
             }
+            self.sampler.update(info["episode_metrics"])
         if self.render_mode == "human":
             self.render()
         return self._observation(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
@@ -334,11 +335,13 @@ class LmgymVectorEnv(_CoreFacts, VectorEnv):
             truncated |= self._elapsed >= self.max_episode_steps
             done = terminated | truncated
         any_done = bool(done.any())
+        ended_metrics = None
         if any_done:
             finished = np.flatnonzero(done)
             ended_slots = finished if ended is done else np.flatnonzero(ended)
             if len(ended_slots):
                 self._add_episode_metrics(infos, ended_slots, "episode_metrics")
+                ended_metrics = infos["episode_metrics"]
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 infos["final_obs"] = self._final_observations(finished)
                 infos["_final_obs"] = done.copy()
@@ -353,6 +356,8 @@ class LmgymVectorEnv(_CoreFacts, VectorEnv):
                 any_done = False
         self._done = done
         self._any_done = any_done
+        if ended_metrics is not None:  # after this step's restarts drew their examples
+            self.sampler.update(ended_metrics)
         return self._observation(), rewards, terminated, truncated, infos
 
     def _restart(self, slots: np.ndarray, infos: dict[str, Any]) -> None:

@@ -430,11 +430,6 @@ class MultiTaskEnv(_TaskInfo, LmgymEnv):
         self._kwargs.update(mix)
         self.sampler = TaskMixSampler(self.core, 1, shuffle, **mix)
 
-    def step(self, action: Any):
-        result = super().step(action)
-        self.sampler.update(result[4].get("episode_metrics"))
-        return result
-
 
 class MultiTaskVectorEnv(_TaskInfo, LmgymVectorEnv):
     """Native vector version of :class:`MultiTaskEnv` (same arguments plus ``num_envs``).
@@ -449,11 +444,3 @@ class MultiTaskVectorEnv(_TaskInfo, LmgymVectorEnv):
         mix = {k: kwargs.pop(k) for k in _SAMPLER_ARGS if k in kwargs}
         super().__init__(num_envs=num_envs, **kwargs)
         self.sampler = TaskMixSampler(self.core, num_envs, self._kwargs["shuffle"], **mix)
-
-    def step(self, actions: Any):
-        result = super().step(actions)
-        infos = result[4]
-        self.sampler.update(
-            infos.get("episode_metrics") or infos.get("final_info", {}).get("episode_metrics")
-        )
-        return result

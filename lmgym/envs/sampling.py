@@ -78,6 +78,11 @@ class ExampleSampler:
         self.cursor[slots] += 1
         return ids
 
+    def update(self, metrics: Mapping[str, np.ndarray] | None) -> None:
+        """Hear the scores of the episodes that just ended (``info["episode_metrics"]``, which
+        the envs pass after every step that ended one); these streams do not depend on them,
+        :class:`TaskMixSampler`'s adaptive mix does."""
+
     def __getstate__(self) -> dict:
         return dict(self.__dict__)
 
