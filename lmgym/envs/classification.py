@@ -55,7 +55,7 @@ def _trec_from_hub(data: Any) -> list[LabelledText]:
     return [LabelledText(r["text"], names[r["coarse_label"]]) for r in data]
 
 
-class ClassificationCore(LabelScoring, DatasetCore):
+class ClassificationCore(LabelScoring, DatasetCore[LabelledText]):
     """Batched one-step classification. See :class:`TextClassificationEnv`."""
 
     family = "classification"
@@ -109,9 +109,8 @@ class ClassificationCore(LabelScoring, DatasetCore):
         self._ones = np.ones((1, n), dtype=np.int8)
         self.define_spaces(n)
 
-    def examples(self) -> list[LabelledText]:
-        """The raw texts of the split (loaded lazily)."""
-        return self.records()
+    #: The raw texts of the split (loaded lazily).
+    examples = DatasetCore.records
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         examples = self.examples()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from gymnasium import spaces
@@ -122,11 +122,16 @@ class DataArgs:
         return cls(**data)
 
 
-class DatasetCore(TaskCore):
+#: The type of a family's raw records (``DatasetCore[TaggedSentence]``: NER's sentences).
+Record = TypeVar("Record")
+
+
+class DatasetCore(TaskCore, Generic[Record]):
     """A :class:`~lmgym.envs.core.TaskCore` over one split of a dataset (see the module doc).
 
     Sets ``split``, ``_source``, ``tokenizer``, ``token_info``, ``data``, ``n_examples`` and
-    ``n_truncated`` (rows cut to fit, when ``_build`` reports it).
+    ``n_truncated`` (rows cut to fit, when ``_build`` reports it). The type argument is the
+    type of the split's records (what :meth:`records` returns).
     """
 
     max_length: int
@@ -135,7 +140,7 @@ class DatasetCore(TaskCore):
     token_info: TokenizerInfo
     data: dict[str, np.ndarray]
     n_truncated: int = 0
-    _records: list[Any] | None = None
+    _records: list[Record] | None = None
     #: the ``augment=`` operations the family supports (:mod:`lmgym.envs.augment`)
     augment_ops: tuple[str, ...] = ()
     augmenter: Augmenter | None = None
@@ -240,7 +245,7 @@ class DatasetCore(TaskCore):
         input_ids, lengths = pad_rows(rows, self.max_length, self.token_info.pad_id)
         return {"input_ids": input_ids, "lengths": lengths}
 
-    def records(self) -> list[Any]:
+    def records(self) -> list[Record]:
         """The raw records of the split (loaded on first use: render, evaluation, builds)."""
         if self._records is None:
             self._records = self._source.load()

@@ -38,7 +38,7 @@ def _fit(lengths: list[int], budget: int) -> list[int]:
     return [min(n, low) for n in lengths]
 
 
-class MultipleChoiceQACore(LabelScoring, DatasetCore):
+class MultipleChoiceQACore(LabelScoring, DatasetCore[MultipleChoice]):
     """Batched one-step multiple choice. See :class:`MultipleChoiceQAEnv`."""
 
     family = "multiple_choice"
@@ -84,9 +84,8 @@ class MultipleChoiceQACore(LabelScoring, DatasetCore):
         L, C = max_length, max_choices
         self.define_spaces(C, choice_positions=int_box(L - 1, (C,), low=-1))
 
-    def examples(self) -> list[MultipleChoice]:
-        """The raw questions of the split (loaded lazily)."""
-        return self.records()
+    #: The raw questions of the split (loaded lazily).
+    examples = DatasetCore.records
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         examples = self.examples()

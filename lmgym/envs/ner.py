@@ -27,7 +27,7 @@ from lmgym.metrics import bio_entities, entity_scores
 REWARD_MODES = ("token", "balanced", "f1")
 
 
-class NERCore(DatasetCore):
+class NERCore(DatasetCore[TaggedSentence]):
     """Batched NER transitions. See :class:`NEREnv` for the behaviour."""
 
     family = "ner"
@@ -96,9 +96,8 @@ class NERCore(DatasetCore):
         )
 
     # -- building the tokenised split (cached) -------------------------------------------
-    def sentences(self) -> list[TaggedSentence]:
-        """The raw sentences of the split (loaded lazily; used by render and evaluation)."""
-        return self.records()
+    #: The raw sentences of the split (loaded lazily; used by render and evaluation).
+    sentences = DatasetCore.records
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         sentences = self.sentences()

@@ -25,7 +25,7 @@ REWARD_MODES = ("f1", "em")
 WINDOW_MODES = ("answer", "all")
 
 
-class QACore(WindowTexts, DatasetCore):
+class QACore(WindowTexts, DatasetCore[SquadQuestion]):
     """Batched two-step span selection. See :class:`QAEnv` for the behaviour."""
 
     family = "qa"
@@ -112,9 +112,8 @@ class QACore(WindowTexts, DatasetCore):
         )
 
     # -- building the windows (cached) ----------------------------------------------------------
-    def questions(self) -> list[SquadQuestion]:
-        """The raw questions of the split (loaded lazily)."""
-        return self.records()
+    #: The raw questions of the split (loaded lazily).
+    questions = DatasetCore.records
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return build_windows(self)

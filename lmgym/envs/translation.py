@@ -30,7 +30,7 @@ REWARD_MODES = ("bleu", "chrf", "bleu_dense", "chrf_dense")
 BATCH_SCORING = 16
 
 
-class TranslationCore(DatasetCore):
+class TranslationCore(DatasetCore[ParallelText]):
     """Batched translation transitions. See :class:`TranslationEnv` for the behaviour."""
 
     family = "translation"
@@ -104,9 +104,8 @@ class TranslationCore(DatasetCore):
         )
 
     # -- building the tokenised split (cached) -------------------------------------------
-    def pairs(self) -> list[ParallelText]:
-        """The raw sentence pairs of the split (loaded lazily)."""
-        return self.records()
+    #: The raw sentence pairs of the split (loaded lazily).
+    pairs = DatasetCore.records
 
     def _build(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         pairs = self.pairs()
