@@ -163,6 +163,23 @@ def test_step_before_reset_and_after_termination_is_refused(spec):
         env.step(0)
 
 
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "message"),
+    [
+        ("lmgym/SST2-v0", {"max_length": 2}, "max_length=2: must be >= 3"),
+        ("lmgym/NER-v0", {"max_words": 0}, "max_words=0: must be >= 1"),
+        ("lmgym/NER-v0", {"reward_mode": "bleu"}, r"reward_mode='bleu': choose one of \('token'"),
+        ("lmgym/Translation-v0", {"max_target_length": 0}, "max_target_length=0: must be >= 1"),
+        ("lmgym/QA-v0", {"doc_stride": 0}, "doc_stride=0: must be >= 1"),
+        ("lmgym/QA-v0", {"reward_mode": "token"}, r"reward_mode='token': choose one of \('f1', 'em'\)"),
+        ("lmgym/MultipleChoiceQA-v0", {"max_choices": 1}, "max_choices=1: must be >= 2"),
+    ],
+)
+def test_bad_sizes_and_reward_modes_name_the_argument(env_id, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make(env_id, data_dir="sample", **kwargs)
+
+
 @pytest.mark.parametrize("spec", SINGLE_TASK_SPECS, ids=lambda s: s.id)
 def test_unknown_split_is_a_clear_error(spec):
     with pytest.raises(ValueError, match="unknown split 'dev'|no 'dev' entry"):

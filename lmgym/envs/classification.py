@@ -76,9 +76,8 @@ class ClassificationCore(LabelScoring, DatasetCore[LabelledText]):
     ) -> None:
         """:param data: the split, its files and the tokenizer (:class:`DataArgs`)."""
         args = DataArgs.of(self, data)
-        if max_length < 3:
-            raise ValueError("max_length must be >= 3")
-        self.max_length, self.dataset = max_length, dataset
+        self.set_sizes(max_length=(max_length, 3))
+        self.dataset = dataset
         columns = (text_column, label_column)
         train = self.open_data(args, _source, dataset, columns, delimiter)
         self.labels = (
@@ -199,6 +198,8 @@ class TextClassificationEnv(LmgymEnv):
     >>> env = gym.make("lmgym/SST2-v0", data_dir="sample")
     >>> env.action_space
     Discrete(2)
+    >>> env.unwrapped.core.label_names  # action i answers label_names[i]
+    ('negative', 'positive')
 
     ## Version History
     * v0: initial release.

@@ -37,7 +37,7 @@ from lmgym.data.cache import cached_arrays, fingerprint
 from lmgym.data.sources import Source
 from lmgym.data.tokenization import TokenizerInfo, resolve_tokenizer
 from lmgym.envs.augment import Augmenter
-from lmgym.envs.core import Slots, State, TaskCore, int_box, sel
+from lmgym.envs.core import Slots, State, TaskCore, check_choice, int_box, sel
 
 _POSITIONS: dict[int, np.ndarray] = {}
 
@@ -144,8 +144,25 @@ class DatasetCore(TaskCore, Generic[Record]):
     #: the ``augment=`` operations the family supports (:mod:`lmgym.envs.augment`)
     augment_ops: tuple[str, ...] = ()
     augmenter: Augmenter | None = None
+    #: the ``reward_mode=`` values the family accepts
+    reward_modes: tuple[str, ...] = ()
+    reward_mode: str
 
     # -- construction ---------------------------------------------------------------------
+    def set_reward_mode(self, reward_mode: str) -> None:
+        """Keep ``reward_mode``; ``ValueError`` naming :attr:`reward_modes` if it is not one."""
+        check_choice("reward_mode", reward_mode, self.reward_modes)
+        self.reward_mode = reward_mode
+
+    def set_sizes(self, **sizes: tuple[int, int]) -> None:
+        """Keep each ``name=(value, minimum)`` as ``self.name``; ``ValueError`` naming the
+        first value below its minimum."""
+        for name, (value, minimum) in sizes.items():
+            if value < minimum:
+                raise ValueError(f"{name}={value}: must be >= {minimum}")
+        for name, (value, _) in sizes.items():
+            setattr(self, name, value)
+
     def open_split(self, source_of: Callable[[str], Source], split: str) -> Source:
         """Open ``split`` (``source_of(split)``) and return the train split's source.
 

@@ -54,13 +54,12 @@ class MultipleChoiceQACore(LabelScoring, DatasetCore[MultipleChoice]):
     ) -> None:
         """:param data: the split, its files and the tokenizer (:class:`DataArgs`)."""
         args = DataArgs.of(self, data)
-        if max_choices < 2:
-            raise ValueError("max_choices must be >= 2")
+        self.set_sizes(max_choices=(max_choices, 2))
         if max_length < 2 * max_choices + 4:
             raise ValueError(
                 f"max_length={max_length} is too short for {max_choices} choices: need >= {2 * max_choices + 4}"
             )
-        self.max_length, self.max_choices = max_length, max_choices
+        self.max_length = max_length
         train = self.open_data(args, _mc_source, dataset)
 
         def train_texts():

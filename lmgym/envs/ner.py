@@ -11,7 +11,7 @@ import numpy as np
 from lmgym.data.errors import DataFormatError, LmgymDataError
 from lmgym.data.loaders import TaggedSentence
 from lmgym.envs.base import LmgymEnv, vector_env
-from lmgym.envs.core import State, check_choice, int_box, sel
+from lmgym.envs.core import State, int_box, sel
 from lmgym.envs.dataset import DataArgs, DatasetCore, cls_sep, row_starts, write_back
 from lmgym.envs.tagging import (  # noqa: F401  (tag_set, balanced_weights: re-exported)
     CONLL2003_TAGS,
@@ -31,6 +31,7 @@ class NERCore(DatasetCore[TaggedSentence]):
     """Batched NER transitions. See :class:`NEREnv` for the behaviour."""
 
     family = "ner"
+    reward_modes = REWARD_MODES
     augment_ops = ("mask",)  # word positions point into the row: keep them
 
     def __init__(
@@ -49,11 +50,9 @@ class NERCore(DatasetCore[TaggedSentence]):
     ) -> None:
         """:param data: the split, its files and the tokenizer (:class:`DataArgs`)."""
         args = DataArgs.of(self, data)
-        check_choice("reward_mode", reward_mode, REWARD_MODES)
-        if max_length < 4 or max_words < 1:
-            raise ValueError("max_length must be >= 4 and max_words >= 1")
-        self.reward_mode, self.bio_mask = reward_mode, bio_mask
-        self.max_length, self.max_words = max_length, max_words
+        self.set_reward_mode(reward_mode)
+        self.set_sizes(max_length=(max_length, 4), max_words=(max_words, 1))
+        self.bio_mask = bio_mask
         train = self.open_data(args, conll_source, dataset, tag_column)
         if tags is None:
             tags = (
@@ -406,6 +405,8 @@ class NEREnv(LmgymEnv):
     >>> obs, info = env.reset(seed=0)
     >>> sorted(obs)
     ['action_mask', 'attention_mask', 'input_ids', 'position', 'prev_tags']
+    >>> env.unwrapped.core.tags[:3]  # action i tags the word at ``position`` with tags[i]
+    ('O', 'B-PER', 'I-PER')
 
     ## Version History
     * v0: initial release; ``reward_mode="balanced"`` added later (default unchanged).

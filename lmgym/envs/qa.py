@@ -11,7 +11,7 @@ import numpy as np
 
 from lmgym.data.loaders import PackedTexts, SquadQuestion
 from lmgym.envs.base import LmgymEnv, vector_env
-from lmgym.envs.core import State, check_choice, int_box, sel
+from lmgym.envs.core import State, int_box, sel
 from lmgym.envs.dataset import DataArgs, DatasetCore
 from lmgym.envs.multiple_choice import (  # noqa: F401  (re-exported: their former home)
     MultipleChoiceQACore,
@@ -29,6 +29,7 @@ class QACore(WindowTexts, DatasetCore[SquadQuestion]):
     """Batched two-step span selection. See :class:`QAEnv` for the behaviour."""
 
     family = "qa"
+    reward_modes = REWARD_MODES
 
     def __init__(
         self,
@@ -44,7 +45,7 @@ class QACore(WindowTexts, DatasetCore[SquadQuestion]):
     ) -> None:
         """:param data: the split, its files and the tokenizer (:class:`DataArgs`)."""
         args = DataArgs.of(self, data)
-        check_choice("reward_mode", reward_mode, REWARD_MODES)
+        self.set_reward_mode(reward_mode)
         if windows is None:
             windows = "answer" if args.split == "train" else "all"
         if windows not in WINDOW_MODES:
@@ -56,11 +57,9 @@ class QACore(WindowTexts, DatasetCore[SquadQuestion]):
                 f"max_length={max_length} leaves no room for the context after a question of up to "
                 f"max_query_length={max_query_length} tokens: need max_length >= max_query_length + 4"
             )
-        if doc_stride < 1 or max_answer_tokens < 1:
-            raise ValueError("doc_stride and max_answer_tokens must be >= 1")
-        self.reward_mode, self.windows = reward_mode, windows
-        self.max_length, self.doc_stride = max_length, doc_stride
-        self.max_query_length, self.max_answer_tokens = max_query_length, max_answer_tokens
+        self.set_sizes(doc_stride=(doc_stride, 1), max_answer_tokens=(max_answer_tokens, 1))
+        self.windows = windows
+        self.max_length, self.max_query_length = max_length, max_query_length
         #: In ``windows="all"`` mode position 0 (``[CLS]``) as start means "no answer in this window".
         self.allow_no_answer = windows == "all"
         train = self.open_data(args, squad_source, dataset)

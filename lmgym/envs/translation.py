@@ -12,7 +12,7 @@ from lmgym.data.cache import fingerprint
 from lmgym.data.loaders import PackedTexts, ParallelText
 from lmgym.data.tokenization import tokenizer_digest
 from lmgym.envs.base import LmgymEnv, vector_env
-from lmgym.envs.core import State, check_choice, int_box, sel
+from lmgym.envs.core import State, int_box, sel
 from lmgym.envs.dataset import DataArgs, DatasetCore, cls_sep
 from lmgym.envs.translation_data import (  # noqa: F401  (re-exported: their former home)
     TARGET_SPECIAL_TOKENS,
@@ -34,6 +34,7 @@ class TranslationCore(DatasetCore[ParallelText]):
     """Batched translation transitions. See :class:`TranslationEnv` for the behaviour."""
 
     family = "translation"
+    reward_modes = REWARD_MODES
 
     def __init__(
         self,
@@ -54,11 +55,9 @@ class TranslationCore(DatasetCore[ParallelText]):
     ) -> None:
         """:param data: the split, its files and the source tokenizer (:class:`DataArgs`)."""
         args = DataArgs.of(self, data)
-        check_choice("reward_mode", reward_mode, REWARD_MODES)
-        if max_length < 3 or max_target_length < 1:
-            raise ValueError("max_length must be >= 3 and max_target_length >= 1")
-        self.reward_mode, self.action_mask_fn = reward_mode, action_mask_fn
-        self.max_length, self.max_target_length = max_length, max_target_length
+        self.set_reward_mode(reward_mode)
+        self.set_sizes(max_length=(max_length, 3), max_target_length=(max_target_length, 1))
+        self.action_mask_fn = action_mask_fn
         self.source_lang, self.target_lang = source_lang, target_lang
         columns = (source_column, target_column)
         train = self.open_data(
