@@ -169,3 +169,16 @@ def test_import_lmgym_does_not_import_torch_or_sb3():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["False", "False", "False"]
+
+
+def test_sb3_algorithms_take_an_env_id():
+    # SB3 makes an id with render_mode="rgb_array" and retries without it only on TypeError
+    spec = gym.spec("lmgym/SST2-v0")
+    gym.register(
+        "lmgym_test/SST2Sample-v0", spec.entry_point, kwargs={**spec.kwargs, "data_dir": "sample"}
+    )
+    model = A2C("MultiInputPolicy", "lmgym_test/SST2Sample-v0", n_steps=2, device="cpu")
+    model.learn(4)
+    assert model.env.get_attr("render_mode") == [None]
+    with pytest.raises(ValueError, match="render_mode='rgb_array': choose one of"):
+        gym.make("lmgym/SST2-v0", render_mode="rgb_array", data_dir="sample")

@@ -79,14 +79,17 @@ class _CoreFacts:
 
     def _render_slot0(self) -> str | None:
         """Slot 0 as text: returned (``"ansi"``), printed (``"human"``), or nothing (no mode)."""
-        render_mode = getattr(self, "render_mode", None)
-        if render_mode is None:
+        mode = getattr(self, "render_mode", None)
+        text = None if mode is None else self.core.render_text(self.state, 0)
+        if mode == "human":
+            print(text)
             return None
-        text = self.core.render_text(self.state, 0)
-        if render_mode == "ansi":
-            return text
-        print(text)
-        return None
+        return text
+
+
+class RenderModeError(ValueError, TypeError):
+    """An unknown render mode; a ``TypeError`` too, on which SB3 retries an env id without
+    its ``render_mode="rgb_array"`` (so ``PPO(policy, "lmgym/SST2-v0")`` works)."""
 
 
 class LmgymEnv(_CoreFacts, gym.Env):
@@ -96,10 +99,9 @@ class LmgymEnv(_CoreFacts, gym.Env):
     core_class: ClassVar[type[TaskCore]]
 
     def __init__(self, render_mode: str | None = None, shuffle: bool = True, **kwargs: Any) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None"
-            )
+        modes = self.metadata["render_modes"]
+        if render_mode is not None and render_mode not in modes:
+            raise RenderModeError(f"render_mode={render_mode!r}: choose one of {modes} or None")
         self._kwargs = dict(kwargs, shuffle=shuffle)
         self.render_mode = render_mode
         self.core = make_core(self.core_class, kwargs)
