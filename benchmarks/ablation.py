@@ -5,6 +5,7 @@
     python -m benchmarks.ablation run lmgym/NER-v0 --steps 4096 --supervised --out runs.jsonl
     python -m benchmarks.ablation diagnose lmgym/SST2-v0     # where the gradient goes
     python -m benchmarks.ablation table runs.jsonl            # config -> mean +- std (seeds)
+    python -m benchmarks.ablation bandit lmgym/SST2-v0 --loss pg --eps 1e-8   # see below
 
 ``run`` starts from the *pre-recipe* PPO settings below (the shipped YAML before the recipe
 work), applies ``--hp`` / ``--policy`` / ``--env`` overrides, trains ``--steps`` env steps
@@ -15,6 +16,13 @@ validation scores only; the leaderboard reports test. ``diagnose`` measures, on 
 rollout of the untrained policy, the encoder gradient norm of the policy loss and of the
 value loss apart, and after ``--steps`` of training how much the action probabilities
 vary across inputs (a policy that ignores its input has spread ~0).
+``bandit`` isolates the one-step update of A2C and REINFORCE on a one-step task: the same
+policy, optimizer and batches (``--batch`` fresh training examples a step, Adam at ``--lr``
+with ``--eps``), with one loss: cross-entropy on the gold label (``ce``), the sampled policy
+gradient with batch-standardised rewards (``pg``), or the exact gradient of the expected
+reward (``exact``, no sampling); ``--balanced`` weights rewards by ``1 / (K p(label))``. Every
+32 steps it prints the mean and spread over validation inputs of the first action's
+probability and the validation accuracy (docs/LEARNING.md).
 """
 
 from __future__ import annotations
@@ -134,6 +142,60 @@ def diagnose(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def bandit(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One-step updates with ``args.loss`` on fixed batches (see the module doc)."""
+    import gymnasium as gym
+    import torch as th
+    from stable_baselines3.common.utils import obs_as_tensor
+
+    env_kwargs = json.loads(args.env_kwargs)
+    policy = build(args.env, args.seed, {}, json.loads(args.policy), env_kwargs).policy
+    optimizer = th.optim.Adam(policy.parameters(), lr=args.lr, eps=args.eps)
+
+    def states(split: str, n: int, first: int) -> tuple[dict[str, th.Tensor], th.Tensor]:
+        env = gym.make(args.env, split=split, **env_kwargs)
+        rows = [env.reset(seed=first + i)[0] for i in range(n)]
+        labels = env.unwrapped.core.data["labels"]  # reset() puts example_id in info too
+        ids = [env.reset(seed=first + i)[1]["example_id"] for i in range(n)]
+        obs = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        return obs_as_tensor(obs, policy.device), th.as_tensor(labels[ids], dtype=th.long)
+
+    val_obs, val_y = states("validation", args.eval, 0)
+    train_obs, train_y = states("train", args.steps * args.batch, 10_000)
+    counts = th.bincount(train_y, minlength=policy.action_space.n).clamp(min=1)
+    weight = len(train_y) / (len(counts) * counts) if args.balanced else th.ones(len(counts))
+    generator = th.Generator().manual_seed(args.seed)
+    out = []
+    for step in range(args.steps):
+        part = slice(step * args.batch, (step + 1) * args.batch)
+        policy.set_training_mode(True)
+        dist = policy.get_distribution({k: v[part] for k, v in train_obs.items()}).distribution
+        y = train_y[part]
+        if args.loss == "ce":
+            loss = th.nn.functional.cross_entropy(dist.logits, y)
+        elif args.loss == "pg":
+            a = th.multinomial(dist.probs.detach(), 1, generator=generator).squeeze(1)
+            r = (a == y).float() * weight[y]
+            loss = -((r - r.mean()) / (r.std() + 1e-8) * dist.log_prob(a)).mean()
+        else:
+            loss = -(dist.probs.gather(1, y[:, None]).squeeze(1) * weight[y]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        if (step + 1) % 32 == 0:
+            policy.set_training_mode(False)
+            with th.no_grad():
+                probs = policy.get_distribution(val_obs).distribution.probs
+            row = {"loss": args.loss, "lr": args.lr, "eps": args.eps, "balanced": args.balanced,
+                   "seed": args.seed, "step": step + 1, "p0_mean": round(float(probs[:, 0].mean()), 3),
+                   "p0_spread": round(float(probs[:, 0].std()), 3),
+                   "accuracy": round(float((probs.argmax(1) == val_y).float().mean()), 3)}  # fmt: skip
+            print(json.dumps(row), flush=True)
+            out.append(row)
+    return out
+
+
 def table(paths: list[str]) -> str:
     """Markdown: one row per (env, config), validation mean +- std over seeds."""
     groups: dict[tuple, list[float]] = defaultdict(list)
@@ -191,6 +253,18 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--eval", type=int, default=400, help="validation examples scored")
         p.add_argument("--supervised", action="store_true")
         p.add_argument("--out", default=None, help="append the JSON line here")
+    b = sub.add_parser("bandit")
+    b.add_argument("env")
+    b.add_argument("--loss", choices=("ce", "pg", "exact"), default="pg")
+    b.add_argument("--steps", type=int, default=128, help="updates")
+    b.add_argument("--batch", type=int, default=16, help="training examples per update")
+    b.add_argument("--lr", type=float, default=1e-3)
+    b.add_argument("--eps", type=float, default=1e-5, help="Adam eps (SB3's policies: 1e-5)")
+    b.add_argument("--balanced", action="store_true", help="rewards weighted 1 / (K p(label))")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--policy", default='{"critic_encoder_grad": false}', help="JSON: policy kwargs")
+    b.add_argument("--env-kwargs", default='{"tokenizer": "minilm"}', help="JSON: gym.make kwargs")
+    b.add_argument("--eval", type=int, default=400, help="validation examples scored")
     t = sub.add_parser("table")
     t.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
@@ -201,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch as th
 
     th.set_num_threads(1)
-    (run if args.command == "run" else diagnose)(args)
+    {"run": run, "diagnose": diagnose, "bandit": bandit}[args.command](args)
     return 0
 
 

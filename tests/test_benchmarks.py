@@ -425,3 +425,20 @@ def test_run_flags_carry_none_and_mappings_to_agents_train():
     flags = _flags("--hp", values)
     assert flags[::2] == ["--hp"] * 4
     assert _key_values(flags[1::2], "--hp") == values
+
+
+def test_bandit_probe_runs_each_loss_on_the_same_batches(capsys):
+    from benchmarks import ablation
+
+    rows = {}
+    for loss in ("ce", "pg", "exact"):
+        argv = ["bandit", "lmgym/SST2-v0", "--loss", loss, "--steps", "32", "--batch", "2",
+                "--eval", "30", "--env-kwargs", '{"data_dir": "sample"}']  # fmt: skip
+        assert ablation.main(argv) == 0
+        (rows[loss],) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for loss, row in rows.items():
+        assert row["loss"] == loss and row["step"] == 32
+        assert 0.0 <= row["p0_mean"] <= 1.0 and row["p0_spread"] >= 0.0
+        assert 0.0 <= row["accuracy"] <= 1.0
+    # the same start and the same batches: the three losses move the policy apart
+    assert len({row["p0_mean"] for row in rows.values()}) == 3
