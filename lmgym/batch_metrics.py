@@ -118,22 +118,33 @@ def analyse_sequences(
     return out
 
 
-#: Sorted keys are looked up in a dense table when it has at most this many entries (and
-#: not many more than there are queries), else by binary search.
-_DENSE_LOOKUP = 1 << 20
+#: Sorted keys are looked up in a dense table when it has at most this many entries and
+#: not more than :data:`_DENSE_PER_QUERY` per query, else by binary search (measured on
+#: Multi30k batches: filling an entry costs about a 200th of a binary search).
+_DENSE_LOOKUP = 1 << 23
+_DENSE_PER_QUERY = 256
 
 
-def _lookup(keys: np.ndarray, query: np.ndarray, size: int) -> np.ndarray:
+def _lookup(
+    keys: np.ndarray,
+    query: np.ndarray,
+    size: int,
+    values: np.ndarray | None = None,
+    missing: int = -1,
+) -> np.ndarray:
     """The position of each ``query`` in the sorted, distinct ``keys`` (all in
-    ``0..size - 1``), -1 where it is not one of them."""
-    if size <= min(_DENSE_LOOKUP, 8 * len(query)):
-        table = np.full(size, -1, dtype=np.int32 if len(keys) < 2**31 else np.int64)
-        table[keys] = np.arange(len(keys))
+    ``0..size - 1``), ``missing`` where it is not one of them; with ``values`` (``int32``
+    when they fit), the value at that position instead."""
+    if values is None:
+        values = np.arange(len(keys), dtype=np.int32 if len(keys) < 2**31 else np.int64)
+    if size <= min(_DENSE_LOOKUP, _DENSE_PER_QUERY * len(query)):
+        table = np.full(size, missing, dtype=values.dtype)
+        table[keys] = values
         return table[query]
     if not len(keys):
-        return np.full(len(query), -1, dtype=np.int64)
+        return np.full(len(query), missing, dtype=values.dtype)
     at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    return np.where(keys[at] == query, at, -1)
+    return np.where(keys[at] == query, values[at], missing)
 
 
 class _NgramTables:
@@ -158,8 +169,8 @@ class _NgramTables:
         Order ``n`` numbers the distinct n-grams of the references still in play (those
         with a hypothesis position whose (n-1)-gram matched) one after another; in that
         order their keys ``(batch id of the first n - 1 symbols, local id of the last)``
-        are sorted (see :func:`analyse_sequences`), so a hypothesis n-gram is found by
-        binary search, with no table built per batch.
+        are sorted (see :func:`analyse_sequences`), so a hypothesis n-gram is found in a
+        dense table or by binary search (:func:`_lookup`).
 
         :param hyp: the hypotheses' reference symbol ids one after another, each followed by
             a sentinel: a negative id or ``n_symbols`` (in no reference, never matches).
@@ -171,32 +182,32 @@ class _NgramTables:
         itype = np.int32 if small else np.int64
         owner = owner.astype(itype, copy=False)
         correct = np.zeros((E, self.max_order), dtype=np.int64)
-        # Unigrams: batch ids are positions in the references' distinct unigrams, in order.
+        # Unigrams: batch ids are positions in the references' distinct unigrams, in order;
+        # each hypothesis position gets its episode's local unigram id, ``stride`` (beyond
+        # every episode's unigrams) where its symbol is not in the reference.
         d1 = self.distinct[0][refs]
         index, episode = _ranges(self.count_base[0][refs], d1)
+        gbase = (np.cumsum(d1) - d1).astype(itype)
+        stride = int(d1.max(initial=0))
         keys = episode.astype(itype) * width + self.sym1[index]
         if hyp.min(initial=0) < 0:
             hyp = np.where(hyp < 0, width - 1, hyp)  # width - 1: a symbol in no reference
         query = owner * width + hyp.astype(itype, copy=False)
-        u = _lookup(keys, query, E * width)
-        gbase = (np.cumsum(d1) - d1).astype(itype)
-        local_u = u - gbase[owner]  # per-episode unigram id (where u >= 0)
-        stride = int(d1.max(initial=1))
-        cand = np.flatnonzero(u >= 0).astype(itype)
-        current = u[cand]
+        local = np.arange(len(keys), dtype=itype) - gbase[episode]
+        local_u = _lookup(keys, query, E * width, local, missing=stride)
+        cand = np.flatnonzero(local_u < stride).astype(itype)
+        current = local_u[cand] + gbase[owner[cand]]
+        stride += 1  # n-gram keys: (n-1)-gram batch id * stride + local unigram id
         for n in range(1, self.max_order + 1):
             if n > 1:
-                # The (n-1)-gram at i is in the reference; so must the symbol n-1 further on
-                # be (the sentinels stop windows at the end of each hypothesis).
-                keep = u[cand + (n - 1)] >= 0
-                cand, current = cand[keep], current[keep]
-                if not len(cand):
-                    break
+                # The (n-1)-gram at i is in the reference; the n-gram is if its pair with the
+                # unigram n-1 further on is (a position whose symbol is in no reference, as
+                # the sentinels ending each hypothesis, has local id stride - 1: no key).
                 if len(cand) > 8 * E:  # (nearly) every reference is still in play
                     active = np.arange(E)
                 else:
                     active = np.flatnonzero(np.bincount(owner[cand], minlength=E))
-                size = len(index) * stride  # keys and queries: (n-1)-gram id * stride + ...
+                size = len(index) * stride
                 dn = self.distinct[n - 1][refs[active]]
                 index, k = _ranges(self.count_base[n - 1][refs[active]], dn)
                 episode = active[k]
@@ -205,7 +216,7 @@ class _NgramTables:
                 keys += self.last[n - 1][index]
                 query = current.astype(ktype) * stride + local_u[cand + (n - 1)]
                 at = _lookup(keys, query, size)
-                hit = at >= 0
+                hit = np.flatnonzero(at >= 0)
                 cand, current = cand[hit], at[hit]
                 gbase = np.zeros(E, dtype=np.int64)
                 gbase[active] = np.cumsum(dn) - dn

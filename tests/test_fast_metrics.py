@@ -154,6 +154,22 @@ def test_batch_scorer_equals_sacrebleu_on_small_vocabulary_fuzz(monkeypatch, den
         assert len(set(got)) > 20
 
 
+@pytest.mark.parametrize("n_queries", [3, 10_000])  # binary search, then a dense table
+def test_lookup_positions_and_values_of_sorted_keys(n_queries):
+    rng = np.random.default_rng(3)
+    size = 50_000
+    keys = np.unique(rng.integers(0, size, 2_000))
+    values = rng.integers(0, 100, len(keys)).astype(np.int32)
+    query = rng.integers(0, size, n_queries)
+    query[: len(query) // 2] = rng.choice(keys, len(query) // 2)  # hits and misses
+    where = {k: i for i, k in enumerate(keys.tolist())}
+    got = lmgym.batch_metrics._lookup(keys, query, size)
+    assert got.tolist() == [where.get(q, -1) for q in query.tolist()]
+    got = lmgym.batch_metrics._lookup(keys, query, size, values, missing=-7)
+    expected = [values[where[q]] if q in where else -7 for q in query.tolist()]
+    assert got.tolist() == expected
+
+
 def test_byte_level_decoder_equals_decode_batch():
     core = gym.make(TRANSLATION, data_dir="sample").unwrapped.core
     tokenizer = core.target_tokenizer
