@@ -186,6 +186,20 @@ def test_byte_level_decoder_equals_decode_batch():
     assert ByteLevelDecoder.for_tokenizer(object()) is None
 
 
+def test_byte_level_decoder_decodes_id_arrays_like_decode_batch():
+    tokenizer = gym.make(TRANSLATION, data_dir="sample").unwrapped.core.target_tokenizer
+    decoder = ByteLevelDecoder.for_tokenizer(tokenizer)
+    assert decoder is not None
+    rng = np.random.default_rng(4)
+    V = tokenizer.get_vocab_size(with_added_tokens=True)
+    ids = rng.integers(0, V, (500, 64)).astype(np.int32)
+    lengths = rng.integers(0, 65, 500)
+    rows = [row[:n] for row, n in zip(ids.tolist(), lengths.tolist(), strict=True)]
+    expected = tokenizer.decode_batch(rows, skip_special_tokens=True)
+    assert decoder.decode_rows(ids, lengths) == expected
+    assert decoder.decode_rows(ids[:0], lengths[:0]) == []
+
+
 def test_sentence_scorer_cache_is_bounded_and_evictions_do_not_change_scores():
     references = TRICKY[5:]
     scorer = SentenceScorer(references, max_cached=2)

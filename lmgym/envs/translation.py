@@ -147,12 +147,12 @@ class TranslationCore(DatasetCore[ParallelText]):
         t = state["t"][rows]
         ids = state["target_ids"][rows]
         lengths = t - (ids[np.arange(len(rows)), np.maximum(t - 1, 0)] == self.eos_id) * (t > 0)
-        rows_ids = [row[:n] for row, n in zip(ids.tolist(), lengths.tolist(), strict=True)]
         if self._decoder is False:
             self._decoder = ByteLevelDecoder.for_tokenizer(self.target_tokenizer)
         if self._decoder is not None:
-            texts = self._decoder.decode_batch(rows_ids)
+            texts = self._decoder.decode_rows(ids, lengths)
         else:
+            rows_ids = [row[:n] for row, n in zip(ids.tolist(), lengths.tolist(), strict=True)]
             texts = self.target_tokenizer.decode_batch(rows_ids, skip_special_tokens=True)
         return [text.strip() for text in texts]
 

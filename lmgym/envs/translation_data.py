@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lmgym.data.cache import atomic_write_text, cache_root, file_digest, fingerprint, locked
@@ -106,14 +107,14 @@ class ByteLevelDecoder:
 
     def __init__(self, table: list[bytes]) -> None:
         self.table = table
+        self._objects = np.empty(len(table), dtype=object)  # the same, for decode_rows
+        self._objects[:] = table
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, n_check: int = 512) -> ByteLevelDecoder | None:
         """A decoder equal to ``tokenizer``'s, or ``None`` when it is not a plain
         :class:`tokenizers.Tokenizer` with a ``ByteLevel`` decoder or fails the check on
         ``n_check`` random rows (then use ``decode_batch``)."""
-        import numpy as np
-
         if not isinstance(tokenizer, Tokenizer) or not isinstance(
             tokenizer.decoder, decoders.ByteLevel
         ):
@@ -142,6 +143,15 @@ class ByteLevelDecoder:
         """The text of each row of token ids (special tokens dropped)."""
         get = self.table.__getitem__
         return [b"".join(map(get, row)).decode("utf-8", "replace") for row in rows]
+
+    def decode_rows(self, ids: np.ndarray, lengths: np.ndarray) -> list[str]:
+        """``decode_batch`` of the rows ``ids[k, :lengths[k]]`` of an id array (the bytes
+        looked up by numpy: about twice as fast as ``decode_batch(ids.tolist())``)."""
+        rows = self._objects[ids].tolist()
+        return [
+            b"".join(row[:n]).decode("utf-8", "replace")
+            for row, n in zip(rows, lengths.tolist(), strict=True)
+        ]
 
 
 def _pair_source(source: Path, target: Path) -> Source:
