@@ -41,6 +41,8 @@ _SEP = "\uffff"
 #: The characters :func:`lmgym.metrics.tokenize_13a` pads with spaces, but the space itself.
 _PADDED = '{|}~[\\]^_`!"#$%&()*+:;<=>?@/'
 _PADDED_RE = re.compile(f"[{re.escape(_PADDED)}]")
+#: Which code points ``str.split()`` splits on (none above U+3000; the last entry: all those).
+_SPACE = np.array([chr(c).isspace() for c in range(0x3001)] + [False])
 
 
 def _pad_match(match: re.Match) -> str:
@@ -337,13 +339,15 @@ class BatchSentenceScorer:
         """Characters (whitespace dropped) of each hypothesis as reference alphabet ids (the
         alphabet's size: in no reference), each hypothesis followed by a sentinel (the same
         id); which hypothesis each entry belongs to; and the number of characters of each."""
-        lines = ["".join(h.split()) for h in hypotheses]
-        sizes = np.array([len(line) for line in lines], dtype=np.int64)
-        text = "\x00".join(lines) + "\x00"
-        cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        n = len(hypotheses)
+        lengths = np.fromiter(map(len, hypotheses), dtype=np.int64, count=n)
+        cps = np.frombuffer(("\x00".join(hypotheses) + "\x00").encode("utf-32-le"), np.uint32)
+        owner = np.repeat(np.arange(n, dtype=np.int32), lengths + 1)
+        keep = np.flatnonzero(~_SPACE[np.minimum(cps, len(_SPACE) - 1)])  # "".join(h.split())
+        cps, owner = cps[keep], owner[keep]
+        sizes = np.bincount(owner, minlength=n) - 1  # the "\x00" after each is kept
         table = self._char_id
         ids = table[np.minimum(cps, len(table) - 1)]
-        owner = np.repeat(np.arange(len(lines), dtype=np.int32), sizes + 1)
         ids[np.cumsum(sizes + 1) - 1] = self.chars.n_symbols  # the sentinels
         return ids, owner, sizes
 

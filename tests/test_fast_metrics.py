@@ -130,6 +130,23 @@ def test_batch_scorer_equals_sacrebleu_on_tricky_strings():
         scorer.scores("ter", ["x"], [0])
 
 
+def test_batch_chrf_drops_every_unicode_whitespace_like_sacrebleu():
+    # chrF drops what str.split() splits on: all of Unicode's whitespace, not only ASCII.
+    spaces = [chr(c) for c in range(0x3001) if chr(c).isspace()] + ["\x00", "\u3001"]
+    rng = np.random.default_rng(5)
+    references = ["ab\u3000c d\xa0e", "a\x85b\u2028c", "abc"]
+    letters = list("abcde") + spaces
+
+    def text() -> str:
+        return "".join(rng.choice(letters, size=int(rng.integers(0, 12))))
+
+    hypotheses = [text() for _ in range(200)] + ["".join(spaces)]
+    examples = rng.integers(0, len(references), len(hypotheses))
+    got = BatchSentenceScorer(references).scores("chrf", hypotheses, examples).tolist()
+    expected = [sacre("chrf", h, references[e]) for h, e in zip(hypotheses, examples, strict=True)]
+    assert got == expected
+
+
 @pytest.mark.parametrize("dense_lookup", [0, 1 << 30])
 def test_batch_scorer_equals_sacrebleu_on_small_vocabulary_fuzz(monkeypatch, dense_lookup):
     # Few distinct words and letters: many higher-order n-gram matches and clipped
