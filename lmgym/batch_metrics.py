@@ -121,8 +121,9 @@ def analyse_sequences(
 
 
 #: Sorted keys are looked up in a dense table when it has at most this many entries and
-#: not more than :data:`_DENSE_PER_QUERY` per query, else by binary search (measured on
-#: Multi30k batches: filling an entry costs about a 200th of a binary search).
+#: (a fresh table, :func:`_lookup`) not more than :data:`_DENSE_PER_QUERY` per query, else
+#: by binary search (measured on Multi30k batches: filling an entry costs about a 200th of
+#: a binary search; :class:`_KeyTable` fills none).
 _DENSE_LOOKUP = 1 << 23
 _DENSE_PER_QUERY = 256
 
@@ -149,6 +150,27 @@ def _lookup(
     return np.where(keys[at] == query, values[at], missing)
 
 
+class _KeyTable:
+    """Dense lookups (as :func:`_lookup`) in one table kept between calls: -1 at rest,
+    only the keys' entries are written and then reset, so a lookup costs its keys and
+    queries, not the key space (no fill, no fresh memory pages per batch)."""
+
+    def __init__(self) -> None:
+        self.table = np.empty(0, dtype=np.int32)
+
+    def lookup(self, keys: np.ndarray, query: np.ndarray, size: int) -> np.ndarray:
+        if size > _DENSE_LOOKUP or len(keys) >= 2**31:
+            return _lookup(keys, query, size)
+        if len(self.table) < size:
+            self.table = np.full(size, -1, dtype=np.int32)
+        table = self.table
+        table[keys] = np.arange(len(keys), dtype=np.int32)
+        try:
+            return table[query]
+        finally:
+            table[keys] = -1
+
+
 class _NgramTables:
     """The analysed references of one kind of symbol (see :func:`analyse_sequences`)."""
 
@@ -163,6 +185,7 @@ class _NgramTables:
         self.sym1 = arrays[f"{prefix}sym1"]
         self.prev = [None, *(arrays[f"{prefix}prev{n}"] for n in range(2, max_order + 1))]
         self.last = [None, *(arrays[f"{prefix}last{n}"] for n in range(2, max_order + 1))]
+        self._table = _KeyTable()  # for orders >= 2
 
     def matches(self, refs: np.ndarray, hyp: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Clipped n-gram matches ``int64[len(refs), max_order]`` of each hypothesis against
@@ -217,7 +240,7 @@ class _NgramTables:
                 keys = (gbase[episode] + self.prev[n - 1][index]).astype(ktype) * stride
                 keys += self.last[n - 1][index]
                 query = current.astype(ktype) * stride + local_u[cand + (n - 1)]
-                at = _lookup(keys, query, size)
+                at = self._table.lookup(keys, query, size)
                 hit = np.flatnonzero(at >= 0)
                 cand, current = cand[hit], at[hit]
                 gbase = np.zeros(E, dtype=np.int64)

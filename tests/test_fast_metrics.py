@@ -187,6 +187,19 @@ def test_lookup_positions_and_values_of_sorted_keys(n_queries):
     assert got.tolist() == expected
 
 
+def test_key_table_reused_between_lookups_equals_lookup(monkeypatch):
+    rng = np.random.default_rng(6)
+    table = lmgym.batch_metrics._KeyTable()
+    for size in (1_000, 50_000, 20_000, 50_000, 300):  # grows, then serves smaller ones
+        keys = np.unique(rng.integers(0, size, size // 10))
+        query = rng.integers(0, size, 2_000)
+        expected = lmgym.batch_metrics._lookup(keys, query, size)
+        assert table.lookup(keys, query, size).tolist() == expected.tolist()
+        assert (table.table == -1).all()  # at rest again
+    monkeypatch.setattr(lmgym.batch_metrics, "_DENSE_LOOKUP", 100)  # binary search instead
+    assert table.lookup(keys, query, size).tolist() == expected.tolist()
+
+
 def test_byte_level_decoder_equals_decode_batch():
     core = gym.make(TRANSLATION, data_dir="sample").unwrapped.core
     tokenizer = core.target_tokenizer
