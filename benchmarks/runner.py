@@ -7,8 +7,9 @@
   ``steps`` labelled transitions, collected ``eval_every`` at a time as PPO collects
   rollouts, each chunk passed over ``n_epochs`` times in minibatches of ``batch_size`` at
   PPO's learning rate (all three read from ``agents/hyperparams/ppo.yml`` for the
-  backbone). Same data, same number and size of updates, same step size: the difference
-  is the label (gold action vs sampled action weighted by advantage).
+  backbone). Same data, same number and size of updates, same step size; the label
+  differs (gold action vs sampled action weighted by advantage), and so does the optimizer:
+  :func:`agents.pretrain`'s AdamW (eps 1e-8) against SB3's Adam (eps 1e-5).
 * any algorithm of ``agents.train`` (ppo, a2c, trpo, maskable_ppo, dqn, reinforce):
   ``agents.train`` is run in chunks of ``eval_every`` env steps (``--resume`` between
   chunks; resuming is exact, so this equals one uninterrupted run), and the saved model is
