@@ -205,6 +205,10 @@ class LmgymVecEnv(VecEnv):
                 "lengths": self._lengths,
                 "started": self._started,
                 "reset_infos": self.reset_infos,
+                # seeds and options SB3's seed()/set_options() left for the next reset: a
+                # checkpoint taken before the first reset (a warm start) must keep them
+                "seeds": self._seeds,
+                "options": self._options,
             }
         )
 
@@ -228,6 +232,8 @@ class LmgymVecEnv(VecEnv):
         self.reset_infos = copy.deepcopy(state["reset_infos"])
         self._reset_seeds()
         self._reset_options()
+        if "seeds" in state:  # states saved before the key existed: no pending seeds
+            self._seeds, self._options = list(state["seeds"]), copy.deepcopy(state["options"])
 
     # -- helpers -----------------------------------------------------------------------------------
     @staticmethod

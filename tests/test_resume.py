@@ -91,6 +91,28 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_run(algo, tmp_path):
     assert_same_weights(tmp_path / "whole" / "model.zip", tmp_path / "parts" / "model.zip")
 
 
+def test_a_checkpoint_taken_before_any_env_step_resumes_exactly(tmp_path):
+    # the leaderboard's warm start saves at 0 env steps and resumes for the RL phase: the
+    # env's first reset must use the run's seeds, not fresh entropy (it once did)
+    assert train(argv(tmp_path, "whole", "ppo", 128, "--warm-start", "16")) == 0
+    assert train(argv(tmp_path, "parts", "ppo", 0, "--warm-start", "16")) == 0
+    resumed = [*argv(tmp_path, "parts", "ppo", 128), "--resume"]
+    resumed += ["--save-path", str(tmp_path / "parts" / "model.zip")]
+    assert train(resumed) == 0
+    assert curve(tmp_path / "parts") == curve(tmp_path / "whole")
+    assert_same_weights(tmp_path / "whole" / "model.zip", tmp_path / "parts" / "model.zip")
+
+
+def test_vec_env_state_keeps_the_seeds_pending_for_the_first_reset():
+    a = make_vec_env("lmgym/TREC-v0", n_envs=3, seed=5, data_dir="sample")
+    saved = a.get_state()
+    b = make_vec_env("lmgym/TREC-v0", n_envs=3, data_dir="sample")
+    b.set_state(saved)
+    oa, ob = a.reset(), b.reset()
+    for key in oa:
+        np.testing.assert_array_equal(oa[key], ob[key])
+
+
 def test_checkpoint_holds_the_env_episodes_and_the_random_streams(tmp_path):
     assert train([*argv(tmp_path, "r", "ppo", 64)]) == 0
     model, _ = load_model(tmp_path / "r" / "model.zip", device="cpu")
