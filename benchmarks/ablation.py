@@ -154,11 +154,10 @@ def bandit(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     def states(split: str, n: int, first: int) -> tuple[dict[str, th.Tensor], th.Tensor]:
         env = gym.make(args.env, split=split, **env_kwargs)
-        rows = [env.reset(seed=first + i)[0] for i in range(n)]
-        labels = env.unwrapped.core.data["labels"]  # reset() puts example_id in info too
-        ids = [env.reset(seed=first + i)[1]["example_id"] for i in range(n)]
+        rows, infos = zip(*(env.reset(seed=first + i) for i in range(n)), strict=True)
+        labels = env.unwrapped.core.data["labels"][[info["example_id"] for info in infos]]
         obs = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-        return obs_as_tensor(obs, policy.device), th.as_tensor(labels[ids], dtype=th.long)
+        return obs_as_tensor(obs, policy.device), th.as_tensor(labels, dtype=th.long)
 
     val_obs, val_y = states("validation", args.eval, 0)
     train_obs, train_y = states("train", args.steps * args.batch, 10_000)
