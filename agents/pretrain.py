@@ -6,7 +6,7 @@ visits) and minimises the cross-entropy of the policy's action distribution agai
 expert action, with invalid actions masked (``action_masks()``). For DQN models the
 Q-values are read as logits (a common warm start for Q-learning; the target network is
 synced afterwards). The model's own optimizer and learning-rate schedule are left alone:
-a separate AdamW with ``lr`` is used.
+a separate AdamW with ``lr`` is used (heads at the policy's ``head_lr_scale`` times it).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 
 from agents.heads import NEG
-from agents.policies import make_optimizer
+from agents.policies import lr_param_groups, make_optimizer
 
 
 def _unwrap(env: Any) -> Any:
@@ -106,7 +106,8 @@ def pretrain(
     stream = ExpertStream(env_or_id, n_envs=n_envs, seed=seed, **make_kwargs)
     policy = model.policy
     params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = make_optimizer(th.optim.AdamW, params, lr, {})
+    groups = lr_param_groups(policy, getattr(policy, "head_lr_scale", 1.0), trainable_only=True)
+    optimizer = make_optimizer(th.optim.AdamW, groups, lr, {})
     losses: list[float] = []
     accuracies: list[float] = []
     policy.set_training_mode(True)

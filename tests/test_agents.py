@@ -453,6 +453,49 @@ def test_pretrain_epochs_reuse_a_fixed_labelled_budget():
         pretrain(model, env, steps=1, epochs=0)
 
 
+def _largest_moves(policy, before):
+    """Largest |change| of an encoder weight and of a head (or critic) weight."""
+    encoder = {id(p) for p in policy.features_extractor.parameters()}
+    moves = {True: 0.0, False: 0.0}
+    for param, old in zip(policy.parameters(), before, strict=True):
+        delta = float((param.detach() - old).abs().max())
+        moves[id(param) in encoder] = max(moves[id(param) in encoder], delta)
+    return moves[True], moves[False]
+
+
+def test_head_lr_scale_moves_heads_faster_than_the_encoder(tmp_path):
+    """Adam moves a weight by about ``lr`` per step whatever its gradient's size, so after
+    two PPO updates at lr 1e-4 no encoder weight moved more than 2e-4 while the heads, at
+    10x the rate, moved well past it; SB3's schedule value stays each group's ``lr``."""
+    env = FAKE_ENVS["classification"]()
+    cls, policy_cls, kwargs = ALGOS["ppo"]
+    model = cls(policy_cls, env, seed=0, device="cpu", learning_rate=1e-4, **kwargs,
+                policy_kwargs={**MICRO, **env_policy_kwargs(env), "head_lr_scale": 10.0})  # fmt: skip
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(32)  # one rollout, n_epochs=2 of one minibatch: two Adam steps
+    encoder, heads = _largest_moves(model.policy, before)
+    assert encoder <= 2e-4 * 1.001 and heads > 5e-4, (encoder, heads)
+    assert [g["lr"] for g in model.policy.optimizer.param_groups] == [1e-4, 1e-4]
+    model.save(tmp_path / "m.zip")
+    loaded = cls.load(tmp_path / "m.zip", device="cpu")
+    assert loaded.policy.head_lr_scale == 10.0
+    assert [g["lr_scale"] for g in loaded.policy.optimizer.param_groups] == [1.0, 10.0]
+
+
+def test_pretrain_uses_the_policys_head_lr_scale():
+    env = FAKE_ENVS["ner"]()
+    model = make_model("ppo", env, head_lr_scale=20.0)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    pretrain(model, FAKE_ENVS["ner"](), steps=1, batch_size=16, lr=1e-4)
+    encoder, heads = _largest_moves(model.policy, before)
+    assert encoder <= 1e-4 * 1.05 and heads > 1e-3, (encoder, heads)  # AdamW decay: +lr*0.01*|w|
+
+
+def test_head_lr_scale_must_be_positive():
+    with pytest.raises(ValueError, match="head_lr_scale=0"):
+        make_model("ppo", FAKE_ENVS["classification"](), head_lr_scale=0)
+
+
 # -- KL control --------------------------------------------------------------------------
 def test_adaptive_kl_controller():
     ctl = AdaptiveKLController(0.1, target_kl=0.01, horizon=1000)
