@@ -18,7 +18,7 @@ value loss apart, and after ``--steps`` of training how much the action probabil
 vary across inputs (a policy that ignores its input has spread ~0).
 ``bandit`` isolates the one-step update of A2C and REINFORCE on a one-step task: the same
 policy, optimizer and batches (``--batch`` fresh training examples a step, Adam at ``--lr``
-with ``--eps``), with one loss: cross-entropy on the gold label (``ce``), the sampled policy
+with ``--eps``, or ``--optimizer sgd`` with ``--momentum``), with one loss: cross-entropy on the gold label (``ce``), the sampled policy
 gradient with batch-standardised rewards (``pg``), or the exact gradient of the expected
 reward (``exact``, no sampling); ``--balanced`` weights rewards by ``1 / (K p(label))``. Every
 32 steps it prints the mean and spread over validation inputs of the first action's
@@ -150,7 +150,10 @@ def bandit(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     env_kwargs = json.loads(args.env_kwargs)
     policy = build(args.env, args.seed, {}, json.loads(args.policy), env_kwargs).policy
-    optimizer = th.optim.Adam(policy.parameters(), lr=args.lr, eps=args.eps)
+    if args.optimizer == "adam":
+        optimizer = th.optim.Adam(policy.parameters(), lr=args.lr, eps=args.eps)
+    else:
+        optimizer = th.optim.SGD(policy.parameters(), lr=args.lr, momentum=args.momentum)
 
     def states(split: str, n: int, first: int) -> tuple[dict[str, th.Tensor], th.Tensor]:
         env = gym.make(args.env, split=split, **env_kwargs)
@@ -164,11 +167,15 @@ def bandit(args: argparse.Namespace) -> list[dict[str, Any]]:
     counts = th.bincount(train_y, minlength=policy.action_space.n).clamp(min=1)
     weight = len(train_y) / (len(counts) * counts) if args.balanced else th.ones(len(counts))
     generator = th.Generator().manual_seed(args.seed)
-    out = []
+    out, running = [], None
     for step in range(args.steps):
         part = slice(step * args.batch, (step + 1) * args.batch)
         policy.set_training_mode(True)
         dist = policy.get_distribution({k: v[part] for k, v in train_obs.items()}).distribution
+        if args.center:  # no input-blind shift: logits minus their batch mean
+            shift = dist.logits.mean(0, keepdim=True)
+            running = shift.detach() if running is None else 0.9 * running + 0.1 * shift.detach()
+            dist = th.distributions.Categorical(logits=dist.logits - shift)
         y = train_y[part]
         if args.loss == "ce":
             loss = th.nn.functional.cross_entropy(dist.logits, y)
@@ -185,8 +192,11 @@ def bandit(args: argparse.Namespace) -> list[dict[str, Any]]:
         if (step + 1) % 32 == 0:
             policy.set_training_mode(False)
             with th.no_grad():
-                probs = policy.get_distribution(val_obs).distribution.probs
-            row = {"loss": args.loss, "lr": args.lr, "eps": args.eps, "balanced": args.balanced,
+                logits = policy.get_distribution(val_obs).distribution.logits
+                probs = th.softmax(logits - (running if args.center else 0), dim=1)
+            row = {"loss": args.loss, "optimizer": args.optimizer, "lr": args.lr,
+                   "eps": args.eps, "momentum": args.momentum, "balanced": args.balanced,
+                   "center": args.center,
                    "seed": args.seed, "step": step + 1, "p0_mean": round(float(probs[:, 0].mean()), 3),
                    "p0_spread": round(float(probs[:, 0].std()), 3),
                    "accuracy": round(float((probs.argmax(1) == val_y).float().mean()), 3)}  # fmt: skip
@@ -259,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--batch", type=int, default=16, help="training examples per update")
     b.add_argument("--lr", type=float, default=1e-3)
     b.add_argument("--eps", type=float, default=1e-5, help="Adam eps (SB3's policies: 1e-5)")
+    b.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    b.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     b.add_argument("--balanced", action="store_true", help="rewards weighted 1 / (K p(label))")
+    b.add_argument("--center", action="store_true", help="train on logits minus their batch mean")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--policy", default='{"critic_encoder_grad": false}', help="JSON: policy kwargs")
     b.add_argument("--env-kwargs", default='{"tokenizer": "minilm"}', help="JSON: gym.make kwargs")

@@ -171,7 +171,11 @@ def test_step_before_reset_and_after_termination_is_refused(spec):
         ("lmgym/NER-v0", {"reward_mode": "bleu"}, r"reward_mode='bleu': choose one of \('token'"),
         ("lmgym/Translation-v0", {"max_target_length": 0}, "max_target_length=0: must be >= 1"),
         ("lmgym/QA-v0", {"doc_stride": 0}, "doc_stride=0: must be >= 1"),
-        ("lmgym/QA-v0", {"reward_mode": "token"}, r"reward_mode='token': choose one of \('f1', 'em'\)"),
+        (
+            "lmgym/QA-v0",
+            {"reward_mode": "token"},
+            r"reward_mode='token': choose one of \('f1', 'em'\)",
+        ),
         ("lmgym/MultipleChoiceQA-v0", {"max_choices": 1}, "max_choices=1: must be >= 2"),
     ],
 )
