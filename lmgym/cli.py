@@ -58,7 +58,7 @@ def _describe(spec: gym.envs.registration.EnvSpec, data_dir: str | None) -> dict
             "tgt": spec.kwargs.get("target_lang", "de"),
         }
         sizes = []
-        for split in info.files:
+        for split in info.splits:
             try:
                 found = find_split_file(dataset, split, data_dir, **placeholders) is not None
             except Exception:

@@ -46,7 +46,7 @@ def test_data_dir_without_the_dataset_names_dataset_folder_and_env_var(tmp_path,
 def test_env_var_is_used_when_no_data_dir(monkeypatch):
     monkeypatch.setenv("LMGYM_DATA_DIR", str(SAMPLES_DIR))
     env = gym.make("lmgym/TREC-v0")
-    assert env.unwrapped.core.n_examples == 72
+    assert env.unwrapped.core.n_examples == 72 - 72 // 5  # a fifth held out for validation
 
 
 def test_no_source_at_all_is_a_clear_error(monkeypatch):
@@ -54,6 +54,29 @@ def test_no_source_at_all_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DatasetNotFoundError, match=r"\$LMGYM_DATA_DIR unset"):
         gym.make("lmgym/SST2-v0")
+
+
+@pytest.mark.parametrize(
+    "env_id,train_file,test_file",
+    [("lmgym/SST2-v0", "sst2/train.tsv", "sst2/dev.tsv"),
+     ("lmgym/TREC-v0", "trec/train_5500.label", "trec/TREC_10.label")],
+)  # fmt: skip
+def test_validation_is_held_out_of_train_never_the_test_file(env_id, train_file, test_file):
+    """SST-2 and TREC ship no validation file of their own. Validation used to be the test
+    file, so choosing on validation chose on test; now it is a fixed sample of the train
+    file that train leaves out (at most a fifth of a copy this small)."""
+
+    def rows(split):  # (file line, text) of each example
+        core = gym.make(env_id, split=split, data_dir="sample").unwrapped.core
+        return [(r.line, r.text) for r in core.records()]
+
+    train, validation, test = rows("train"), rows("validation"), rows("test")
+    reader = read_trec if "trec" in train_file else lambda p: read_table(p, "sentence", "label")
+    whole = [(r.line, r.text) for r in reader(SAMPLES_DIR / train_file)]
+    assert len(validation) == len(whole) // 5 and sorted(train + validation) == whole
+    assert not set(validation) & set(train)
+    assert test == [(r.line, r.text) for r in reader(SAMPLES_DIR / test_file)]
+    assert rows("validation") == validation  # the same sample every time
 
 
 def test_generic_classification_needs_data_files():

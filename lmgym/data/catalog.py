@@ -25,6 +25,10 @@ class DatasetInfo:
         Names may contain ``{src}``/``{tgt}`` placeholders (translation language codes).
     :param sizes: split -> number of examples in the full release (for ``lmgym list``).
     :param hub: ``(path, config)`` for ``datasets.load_dataset`` as a last-resort source.
+    :param holdout: for a release without a validation split of its own: this many train
+        examples (a fixed sample, the same on every machine; at most a fifth of a small
+        copy such as the bundled sample) are the ``validation`` split and are left out of
+        ``train``, so that choosing on validation never looks at the test file.
     """
 
     name: str
@@ -33,6 +37,16 @@ class DatasetInfo:
     files: dict[str, tuple[str, ...]]
     sizes: dict[str, int] = field(default_factory=dict)
     hub: tuple[str, str | None] | None = None
+    holdout: int = 0
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits it has, in :data:`SPLITS` order."""
+        return tuple(s for s in SPLITS if s in self.files or (s == "validation" and self.holdout))
+
+    def file_split(self, split: str) -> str:
+        """The split whose file holds ``split`` (``train`` for a held-out validation)."""
+        return "train" if split == "validation" and self.holdout else split
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -54,26 +68,22 @@ DATASETS: dict[str, DatasetInfo] = {
             name="sst2",
             title="SST-2 binary sentiment (Socher et al., 2013; GLUE)",
             task="classification",
-            # GLUE's SST-2 test labels are hidden: the dev set is the held-out test split.
-            files={
-                "train": ("train.tsv",),
-                "validation": ("dev.tsv",),
-                "test": ("dev.tsv",),
-            },
-            sizes={"train": 67349, "validation": 872, "test": 872},
+            # GLUE's SST-2 test labels are hidden: the dev set is the test split, and
+            # validation is 872 sentences held out of train.tsv (as many as dev has).
+            files={"train": ("train.tsv",), "test": ("dev.tsv",)},
+            sizes={"train": 66477, "validation": 872, "test": 872},
             hub=("glue", "sst2"),
+            holdout=872,
         ),
         DatasetInfo(
             name="trec",
             title="TREC question classification, 6 coarse classes (Li & Roth, 2002)",
             task="classification",
-            # TREC has no official validation split: the test file serves both.
-            files={
-                "train": ("train_5500.label",),
-                "validation": ("TREC_10.label",),
-                "test": ("TREC_10.label",),
-            },
-            sizes={"train": 5452, "validation": 500, "test": 500},
+            # TREC has no official validation split: 500 questions held out of the
+            # training file are validation (as many as the test file has).
+            files={"train": ("train_5500.label",), "test": ("TREC_10.label",)},
+            sizes={"train": 4952, "validation": 500, "test": 500},
+            holdout=500,
             hub=("trec", None),
         ),
         DatasetInfo(

@@ -52,7 +52,7 @@ def minilm_path() -> Path:
 
 def check_split(split: str, info: DatasetInfo | None = None) -> str:
     """Return ``split`` or raise a clear error naming the valid ones."""
-    valid = tuple(info.files) if info is not None else SPLITS
+    valid = info.splits if info is not None else SPLITS
     if split not in valid:
         raise LmgymDataError(f"unknown split {split!r}; choose one of {', '.join(valid)}")
     return split
@@ -92,7 +92,7 @@ def find_split_file(
             f"that contains {dataset}/ (the layout of $LMGYM_DATA_DIR), or data_dir='sample'"
         )
     for root in data_roots(data_dir):
-        for name in info.files[split]:
+        for name in info.files[info.file_split(split)]:
             path = root / dataset / name.format(**placeholders)
             if path.is_file():
                 return path
@@ -109,7 +109,7 @@ def not_found(
         ", ".join(str(r / dataset) for r in roots)
         or "nowhere (no data_dir and $LMGYM_DATA_DIR unset)"
     )
-    names = " or ".join(n.format(**placeholders) for n in info.files[split])
+    names = " or ".join(n.format(**placeholders) for n in info.files[info.file_split(split)])
     hub = ""
     if info.hub is not None:
         hub = (

@@ -37,13 +37,26 @@ def dataset_source(
     data_dir: str | os.PathLike | None,
     reader: Callable[[Path], R],
     hub_reader: Callable[[Any], R] | None = None,
+    _whole: bool = False,
     **placeholders: str,
 ) -> Source:
-    """Locate ``split`` of a catalogued ``dataset``: local folders first, then the hub."""
+    """Locate ``split`` of a catalogued ``dataset``: local folders first, then the hub.
+
+    A dataset with a ``holdout`` (:class:`lmgym.data.catalog.DatasetInfo`) takes its
+    ``train`` and ``validation`` splits apart from the train source (:func:`holdout_rows`).
+    """
+    info = DATASETS[dataset]
+    if info.holdout and not _whole and split in ("train", "validation"):
+        base = dataset_source(dataset, "train", data_dir, reader, hub_reader, _whole=True, **placeholders)
+
+        def load() -> Any:
+            records = base.load()
+            return [records[i] for i in holdout_rows(len(records), info.holdout, split)]
+
+        return Source(fingerprint("holdout", base.digest, split, info.holdout), base.path, load)
     path = find_split_file(dataset, split, data_dir, **placeholders)
     if path is not None:
         return Source(file_digest(path), path, lambda: reader(path))
-    info = DATASETS[dataset]
     if data_dir is None and info.hub is not None and hub_reader is not None:
         hub_split = _hub_split(dataset, split)
         records = _try_hub(info.hub, hub_split, hub_reader)
@@ -54,6 +67,22 @@ def dataset_source(
                 lambda: records,
             )
     raise not_found(dataset, split, data_dir, **placeholders)
+
+
+def holdout_rows(n: int, holdout: int, split: str) -> list[int]:
+    """Row indices of ``split`` (``train`` or ``validation``) when ``holdout`` of ``n``
+    training rows are held out: a fixed sample (seed 0, the same everywhere), at most
+    ``n // 5`` of a small copy, in file order.
+
+    >>> holdout_rows(10, 1, "validation"), len(holdout_rows(10, 1, "train"))
+    ([4], 9)
+    """
+    import numpy as np
+
+    k = min(holdout, n // 5)
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(0).permutation(n)[:k]] = True
+    return np.flatnonzero(held if split == "validation" else ~held).tolist()
 
 
 def file_source(
@@ -76,8 +105,6 @@ def file_source(
 def _hub_split(dataset: str, split: str) -> str:
     if dataset in ("sst2",) and split == "test":
         return "validation"  # GLUE hides SST-2 test labels
-    if dataset == "trec" and split == "validation":
-        return "test"
     return split if split in SPLITS else "train"
 
 
