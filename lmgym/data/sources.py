@@ -47,7 +47,9 @@ def dataset_source(
     """
     info = DATASETS[dataset]
     if info.holdout and not _whole and split in ("train", "validation"):
-        base = dataset_source(dataset, "train", data_dir, reader, hub_reader, _whole=True, **placeholders)
+        base = dataset_source(
+            dataset, "train", data_dir, reader, hub_reader, _whole=True, **placeholders
+        )
 
         def load() -> Any:
             records = base.load()
