@@ -24,6 +24,15 @@ BASELINES = ("random", "majority", "expert")
 HERE = Path(__file__).parent
 
 
+#: printed under the title: what the learning curves of older SST-2/TREC records measured
+SPLIT_NOTE = (
+    "Learning curves are validation scores. SST-2 and TREC records made before 2026-12-04 "
+    "(commit 8af5ee0) are the exception: their validation split was the test file then, "
+    "so their curves are test scores; validation is now held out of train "
+    "(docs/LEARNING.md)."
+)
+
+
 def _by(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str, Any]]]:
     """``records`` grouped by ``key(record)``, in first-seen order."""
     groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
@@ -389,7 +398,7 @@ def build(
         for path in plot(records, plots_dir, folder.name):
             sections.append(f"![{path.stem}](plots/{path.name})\n")
             written.append(path)
-    text = "# lmgym leaderboard\n" + "\n".join(sections)
+    text = "# lmgym leaderboard\n\n" + SPLIT_NOTE + "\n" + "\n".join(sections)
     if bench:
         text += "\n" + "\n".join(throughput_table(bench))
     results_dir = throughput.parent if throughput else HERE / "results"
