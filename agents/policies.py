@@ -123,8 +123,7 @@ def lr_param_groups(
     :param head_lr_scale: learning-rate multiplier of everything but the encoder (> 0).
     :param trainable_only: leave out parameters with ``requires_grad=False``.
     """
-    if not head_lr_scale > 0:
-        raise ValueError(f"head_lr_scale={head_lr_scale}: must be > 0")
+    head_lr_scale = _check_head_lr_scale(head_lr_scale)
     encoder = {
         id(param)
         for name in ENCODER_MODULES
@@ -136,9 +135,15 @@ def lr_param_groups(
         return [{"params": params}]
     groups = [
         {"params": [p for p in params if id(p) in encoder], "lr_scale": 1.0},
-        {"params": [p for p in params if id(p) not in encoder], "lr_scale": float(head_lr_scale)},
+        {"params": [p for p in params if id(p) not in encoder], "lr_scale": head_lr_scale},
     ]
     return [group for group in groups if group["params"]]
+
+
+def _check_head_lr_scale(value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"head_lr_scale={value}: must be > 0")
+    return float(value)
 
 
 def _scale_lrs(optimizer: th.optim.Optimizer, *_: Any) -> None:
@@ -191,8 +196,7 @@ class _TransformerHeadsMixin:
         share_features_extractor: bool = True,
         **kwargs: Any,
     ) -> None:
-        lr_param_groups(nn.Module(), head_lr_scale)  # check it before building anything
-        self.head_lr_scale = float(head_lr_scale)
+        self.head_lr_scale = _check_head_lr_scale(head_lr_scale)  # before anything is built
         self.head_kwargs = dict(
             decoder_layers=decoder_layers,
             task_families=task_families,

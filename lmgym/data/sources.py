@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from lmgym.data.cache import file_digest, fingerprint
 from lmgym.data.catalog import DATASETS, SPLITS
 from lmgym.data.errors import DatasetNotFoundError, LmgymDataError
@@ -37,7 +39,6 @@ def dataset_source(
     data_dir: str | os.PathLike | None,
     reader: Callable[[Path], R],
     hub_reader: Callable[[Any], R] | None = None,
-    _whole: bool = False,
     **placeholders: str,
 ) -> Source:
     """Locate ``split`` of a catalogued ``dataset``: local folders first, then the hub.
@@ -45,20 +46,31 @@ def dataset_source(
     A dataset with a ``holdout`` (:class:`lmgym.data.catalog.DatasetInfo`) takes its
     ``train`` and ``validation`` splits apart from the train source (:func:`holdout_rows`).
     """
-    info = DATASETS[dataset]
-    if info.holdout and not _whole and split in ("train", "validation"):
-        base = dataset_source(
-            dataset, "train", data_dir, reader, hub_reader, _whole=True, **placeholders
-        )
+    holdout = DATASETS[dataset].holdout
+    if not holdout or split not in ("train", "validation"):
+        return _located_source(dataset, split, data_dir, reader, hub_reader, **placeholders)
+    base = _located_source(dataset, "train", data_dir, reader, hub_reader, **placeholders)
 
-        def load() -> Any:
-            records = base.load()
-            return [records[i] for i in holdout_rows(len(records), info.holdout, split)]
+    def load() -> Any:
+        records = base.load()
+        return [records[i] for i in holdout_rows(len(records), holdout, split)]
 
-        return Source(fingerprint("holdout", base.digest, split, info.holdout), base.path, load)
+    return Source(fingerprint("holdout", base.digest, split, holdout), base.path, load)
+
+
+def _located_source(
+    dataset: str,
+    split: str,
+    data_dir: str | os.PathLike | None,
+    reader: Callable[[Path], R],
+    hub_reader: Callable[[Any], R] | None,
+    **placeholders: str,
+) -> Source:
+    """The file of ``split`` in the local folders, else the hub's copy."""
     path = find_split_file(dataset, split, data_dir, **placeholders)
     if path is not None:
         return Source(file_digest(path), path, lambda: reader(path))
+    info = DATASETS[dataset]
     if data_dir is None and info.hub is not None and hub_reader is not None:
         hub_split = _hub_split(dataset, split)
         records = _try_hub(info.hub, hub_split, hub_reader)
@@ -79,8 +91,6 @@ def holdout_rows(n: int, holdout: int, split: str) -> list[int]:
     >>> holdout_rows(10, 1, "validation"), len(holdout_rows(10, 1, "train"))
     ([4], 9)
     """
-    import numpy as np
-
     k = min(holdout, n // 5)
     held = np.zeros(n, dtype=bool)
     held[np.random.default_rng(0).permutation(n)[:k]] = True
