@@ -111,12 +111,14 @@ def _numbers(result: dict[str, Any]) -> dict[str, float]:
 
 
 def supervised_recipe(env: str, backbone: str) -> dict[str, Any]:
-    """PPO's learning rate, minibatch size and epochs for ``backbone`` on ``env``."""
+    """PPO's minibatch size and epochs for ``backbone`` on ``env``, and the learning rate of
+    its behaviour cloning: ``pretrain_lr`` where ppo.yml sets one (what ``--warm-start``
+    uses), else PPO's own. The supervised baseline is a warm start of the whole budget."""
     from agents.train import load_hyperparams
 
     hp = load_hyperparams("ppo", env, backbone)
     return {
-        "lr": float(hp["learning_rate"]),
+        "lr": float(hp.get("pretrain_lr", hp["learning_rate"])),
         "batch_size": int(hp["batch_size"]),
         "epochs": int(hp["n_epochs"]),
     }
