@@ -123,6 +123,22 @@ def test_supervised_baseline_uses_ppo_recipe_and_budget(tmp_path):
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
 
 
+def test_supervised_baseline_learns_at_the_warm_starts_rate():
+    """Where ppo.yml gives behaviour cloning its own rate (MiniLM NER), the supervised
+    baseline uses it, as ``--warm-start`` does, while PPO keeps its own; it failed when the
+    baseline always took PPO's 2e-5 (validation F1 0.000 after 1,024 words)."""
+    from agents.train import parse_args, resolve_hyperparams
+    from benchmarks.runner import supervised_recipe
+
+    plan = resolve_hyperparams(parse_args(["lmgym/NER-v0", "--backbone", "minilm"]))
+    assert supervised_recipe("lmgym/NER-v0", "minilm")["lr"] == plan.warm_start_lr == 1e-4
+    assert plan.algo_kwargs["learning_rate"] == 2e-5
+    assert plan.make_kwargs["tokenizer"] == "minilm"  # the override kept the vocabulary
+    sst2 = resolve_hyperparams(parse_args(["lmgym/SST2-v0", "--backbone", "minilm"]))
+    assert sst2.warm_start_lr is None  # no rate of its own: PPO's
+    assert supervised_recipe("lmgym/SST2-v0", "minilm")["lr"] == 2e-5
+
+
 def test_train_throughput_times_rollout_and_update_apart(tmp_path):
     from benchmarks import train_throughput
 
