@@ -183,7 +183,8 @@ def load_hyperparams(
     :param env_id: entry key; ``default`` is applied first, then every entry whose key is a
         glob pattern matching ``env_id`` (``lmgym/*``), then this entry if present.
     :param backbone: applies ``backbone_overrides[backbone]`` of the merged entry (its dict
-        values, such as ``env_kwargs``, merge into the entry's rather than replace them).
+        values, such as ``env_kwargs``, merge into the entry's rather than replace them; an
+        env's ``backbone_overrides`` add to ``default``'s per backbone).
     :param path: read this YAML file instead.
     """
     import yaml
@@ -194,7 +195,10 @@ def load_hyperparams(
 
     def merge(layer: dict[str, Any]) -> None:  # dict values (env_kwargs...) merge one level
         for name, value in layer.items():
-            if isinstance(value, dict) and isinstance(entry.get(name), dict):
+            if name == "backbone_overrides":  # an env's override adds to default's, per backbone
+                old = entry.get(name) or {}
+                entry[name] = {b: {**old.get(b, {}), **value.get(b, {})} for b in {*old, *value}}
+            elif isinstance(value, dict) and isinstance(entry.get(name), dict):
                 entry[name] = {**entry[name], **value}
             else:
                 entry[name] = value
