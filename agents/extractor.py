@@ -261,16 +261,19 @@ class TransformerExtractor(BaseFeaturesExtractor):
         return self._encode_rows(rows)
 
     def train(self, mode: bool = True) -> TransformerExtractor:
-        """As ``nn.Module.train``; any switch of mode empties the cache.
+        """As ``nn.Module.train``; a switch of mode empties the cache.
 
         SB3 switches the policy to eval mode when a rollout starts and to training mode
         before it changes the weights, and some code changes weights without bumping
         version counters (sb3-contrib's TRPO line search assigns ``param.data``, SB3's
         ``polyak_update`` writes ``param.data`` in place), so the cache lives within one
-        eval-mode stretch at most. Code that edits ``.data`` of an eval-mode policy
-        itself should call :meth:`clear_cache`.
+        eval-mode stretch at most. A call that keeps the mode keeps the cache: SB3's
+        ``predict`` sets eval mode on every call, and clearing there would re-encode an
+        evaluated NER sentence once per word. Code that edits ``.data`` of an eval-mode
+        policy itself should call :meth:`clear_cache`.
         """
-        self.clear_cache()
+        if mode != self.training:
+            self.clear_cache()
         return super().train(mode)
 
     def clear_cache(self) -> None:

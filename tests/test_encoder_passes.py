@@ -112,6 +112,24 @@ def test_cache_never_serves_states_of_old_weights(one_torch_thread):
         torch.testing.assert_close(extractor(obs), stepped)
 
 
+@pytest.mark.parametrize("algo", ["ppo", "maskable_ppo"])
+def test_evaluation_encodes_each_sentence_once(algo, one_torch_thread):
+    # lmgym.evaluate acts through SB3's predict, which sets eval mode on every call: the
+    # cache must survive that (it used to be emptied, re-encoding a sentence per word)
+    import lmgym
+
+    _, _, model = _train(algo, "lmgym/NER-v0", exact=True, steps=32)
+    extractor = model.policy.features_extractor
+    rows = extractor.encoder_rows
+    cached = lmgym.evaluate(model, "lmgym/NER-v0", split="validation", **SAMPLE)
+    encoded = extractor.encoder_rows - rows
+    extractor.cache = False
+    plain = lmgym.evaluate(model, "lmgym/NER-v0", split="validation", **SAMPLE)
+    words = extractor.encoder_rows - rows - encoded
+    assert cached == plain
+    assert encoded <= cached["sentences"] < words, (encoded, cached["sentences"], words)
+
+
 def test_dedup_gives_the_gradients_of_separate_rows(one_torch_thread):
     _, _, model = _train("ppo", "lmgym/NER-v0", exact=True, steps=32)
     policy, extractor = model.policy, model.policy.features_extractor
