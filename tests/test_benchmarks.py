@@ -134,6 +134,10 @@ def test_supervised_baseline_learns_at_the_warm_starts_rate():
     assert supervised_recipe("lmgym/NER-v0", "minilm")["lr"] == plan.warm_start_lr == 1e-4
     assert plan.algo_kwargs["learning_rate"] == 2e-5
     assert plan.make_kwargs["tokenizer"] == "minilm"  # the override kept the vocabulary
+    # tiny NER: PPO at its long-budget 3e-4, behaviour cloning at the 1e-3 it was chosen at
+    tiny = resolve_hyperparams(parse_args(["lmgym/NER-v0", "--backbone", "tiny"]))
+    assert supervised_recipe("lmgym/NER-v0", "tiny")["lr"] == tiny.warm_start_lr == 1e-3
+    assert tiny.algo_kwargs["learning_rate"] == 3e-4
     sst2 = resolve_hyperparams(parse_args(["lmgym/SST2-v0", "--backbone", "minilm"]))
     assert sst2.warm_start_lr is None  # no rate of its own: PPO's
     assert supervised_recipe("lmgym/SST2-v0", "minilm")["lr"] == 2e-5
