@@ -6,6 +6,9 @@
     python -m benchmarks.ablation diagnose lmgym/SST2-v0     # where the gradient goes
     python -m benchmarks.ablation table runs.jsonl            # config -> mean +- std (seeds)
     python -m benchmarks.ablation bandit lmgym/SST2-v0 --loss pg --eps 1e-8   # see below
+    python -m benchmarks.ablation curve lmgym/NER-v0 --steps 32768 --eval-every 4096 \\
+        --train-args "--hp learning_rate=3e-4 --hp ent_coef=0.03" --out runs.jsonl
+    python -m benchmarks.ablation curves runs.jsonl           # final validation score per config
 
 ``run`` starts from the *pre-recipe* PPO settings below (the shipped YAML before the recipe
 work), applies ``--hp`` / ``--policy`` / ``--env`` overrides, trains ``--steps`` env steps
@@ -23,13 +26,21 @@ gradient with batch-standardised rewards (``pg``), or the exact gradient of the 
 reward (``exact``, no sampling); ``--balanced`` weights rewards by ``1 / (K p(label))``. Every
 32 steps it prints the mean and spread over validation inputs of the first action's
 probability and the validation accuracy (docs/LEARNING.md).
+``curve`` starts from the *shipped* recipe instead: ``agents.train`` with the YAML of
+``--algo`` plus ``--train-args`` (its own flags, e.g. ``--hp KEY=VALUE``), no behaviour-cloning
+warm start unless the flags ask for one (``--warm-start N``), the validation score every
+``--eval-every`` env steps; it appends one JSON line with the resolved settings and the
+curve. ``curves`` tabulates such lines (final validation score, mean ± std over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import shlex
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -205,6 +216,92 @@ def bandit(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+def curve(args: argparse.Namespace) -> dict[str, Any]:
+    """``agents.train`` with the shipped YAML + ``--train-args``; its validation curve."""
+    from agents.train import main as train
+
+    with tempfile.TemporaryDirectory(prefix="lmgym-curve-") as tmp:
+        argv = [args.env, "--algo", args.algo, "--backbone", args.backbone, "--seed", str(args.seed),
+                "--total-timesteps", str(args.steps), "--eval-freq", str(args.eval_every),
+                "--eval-max-examples", str(args.eval), "--threads", "1", "--log-dir", tmp,
+                "--run-name", "run", "--verbose", "0", "--no-progress-bar", "--device", "cpu",
+                "--pretrain-steps", "0", *shlex.split(args.train_args)]  # fmt: skip
+        started = time.perf_counter()
+        if train(argv) != 0:
+            raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
+        row = curve_record(Path(tmp) / "run")
+    row["train_s"] = round(time.perf_counter() - started, 1)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+    return row
+
+
+def curve_record(run_dir: Path) -> dict[str, Any]:
+    """One JSON line for an ``agents.train`` run folder: its flags, what they resolved to, and
+    the validation curve ``[[env steps, score], ...]`` of the env's primary metric."""
+    args = json.loads((run_dir / "args.json").read_text())
+    resolved = args["resolved"]
+    rows = list(csv.DictReader((run_dir / "progress.csv").open()))
+    columns = {key for row in rows for key in row}
+    metric = next(
+        k for k in ("eval/entity_f1", "eval/accuracy", "eval/f1", "eval/bleu") if k in columns
+    )
+    scores = [float(row[metric]) for row in rows if row.get(metric)]
+    warm = 1 if args.get("warm_start") else 0  # --warm-start: the first point is step 0
+    steps = [min((i + 1 - warm) * args["eval_freq"], resolved["total_timesteps"])
+             for i in range(len(scores))]  # fmt: skip
+    flags = [f"--hp {x}" for x in args["hp"]] + [f"--env-kwarg {x}" for x in args["env_kwarg"]]
+    for key in ("warm_start", "kl_coef", "kl_target"):
+        if args.get(key):
+            flags.append(f"--{key.replace('_', '-')} {args[key]}")
+    keep = ("learning_rate", "ent_coef", "n_steps", "batch_size", "n_epochs", "target_kl")
+    settings = {
+        k: _number(resolved["algo_kwargs"][k]) for k in keep if k in resolved["algo_kwargs"]
+    }
+    return {
+        "env": args["env_id"], "algo": args["algo"], "backbone": resolved["policy_kwargs"]["backbone"],
+        "seed": args["seed"], "steps": resolved["total_timesteps"], "eval_examples": args["eval_max_examples"],
+        "train_args": flags, "warm_start": args.get("warm_start") or 0,
+        "resolved": {**settings, "reward_mode": resolved["make_kwargs"].get("reward_mode")},
+        "metric": metric.split("/", 1)[1], "curve": [[s, round(v, 4)] for s, v in zip(steps, scores, strict=True)],
+        "score": round(scores[-1], 4) if scores else None,
+    }  # fmt: skip
+
+
+def _number(value: Any) -> Any:
+    """Settings as floats where numeric (the YAML's ``0`` and a flag's ``0.0`` alike)."""
+    return (
+        float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    )
+
+
+def curves_table(paths: list[str]) -> str:
+    """Markdown: final validation score per (env, algo, backbone, env steps, resolved settings,
+    warm start), mean ± std over seeds. Settings are what the run resolved to, so records made
+    under an older YAML stay comparable."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            settings = ", ".join(
+                f"{k}={_number(v):g}" if isinstance(_number(v), float) else f"{k}={v}"
+                for k, v in r["resolved"].items()
+                if v is not None
+            )
+            key = (r["env"].split("/")[-1], r["algo"], r["backbone"], r["steps"], settings,
+                   r["warm_start"], r["metric"])  # fmt: skip
+            groups[key].append(r["score"])
+    lines = ["| env | algo | backbone | env steps | settings | warm start | metric | validation | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (env, algo, backbone, steps, settings, warm, metric), scores in sorted(groups.items()):
+        spread = f" ± {np.std(scores, ddof=1):.3f}" if len(scores) > 1 else ""
+        lines.append(f"| {env} | {algo} | {backbone} | {steps:,} | {settings} | {warm or '-'} | "
+                     f"{metric} | {np.mean(scores):.3f}{spread} | {len(scores)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def table(paths: list[str]) -> str:
     """Markdown: one row per (env, config), validation mean +- std over seeds."""
     groups: dict[tuple, list[float]] = defaultdict(list)
@@ -277,17 +374,27 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--policy", default='{"critic_encoder_grad": false}', help="JSON: policy kwargs")
     b.add_argument("--env-kwargs", default='{"tokenizer": "minilm"}', help="JSON: gym.make kwargs")
     b.add_argument("--eval", type=int, default=400, help="validation examples scored")
-    t = sub.add_parser("table")
-    t.add_argument("paths", nargs="+")
+    c = sub.add_parser("curve")
+    c.add_argument("env")
+    c.add_argument("--algo", default="ppo")
+    c.add_argument("--backbone", default="tiny")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--steps", type=int, default=4096)
+    c.add_argument("--eval-every", type=int, default=1024, help="env steps between evaluations")
+    c.add_argument("--eval", type=int, default=500, help="validation examples scored")
+    c.add_argument("--train-args", default="", help="agents.train flags, e.g. '--hp ent_coef=0.03'")
+    c.add_argument("--out", default=None, help="append the JSON line here")
+    for name in ("table", "curves"):
+        sub.add_parser(name).add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.command == "table":
-        print(table(args.paths))
+    if args.command in ("table", "curves"):
+        print((table if args.command == "table" else curves_table)(args.paths))
         return 0
     import torch as th
 
     th.set_num_threads(1)
-    {"run": run, "diagnose": diagnose, "bandit": bandit}[args.command](args)
+    {"run": run, "diagnose": diagnose, "bandit": bandit, "curve": curve}[args.command](args)
     return 0
 
 

@@ -462,3 +462,25 @@ def test_bandit_probe_runs_each_loss_on_the_same_batches(capsys):
         assert 0.0 <= row["accuracy"] <= 1.0
     # the same start and the same batches: the three losses move the policy apart
     assert len({row["p0_mean"] for row in rows.values()}) == 3
+
+
+def test_curve_probe_records_the_resolved_recipe_and_a_validation_curve(tmp_path):
+    from benchmarks import ablation
+
+    out = tmp_path / "curves.jsonl"
+    for seed, entropy in ((0, "0.03"), (1, "0.03"), (0, "0.1")):
+        argv = ["curve", "lmgym/NER-v0", "--seed", str(seed), "--steps", "64", "--eval-every", "32",
+                "--eval", "8", "--out", str(out), "--train-args",
+                f"--n-envs 2 --hp n_steps=16 --hp batch_size=16 --hp ent_coef={entropy} --data-dir sample"]  # fmt: skip
+        assert ablation.main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    first = rows[0]
+    assert [step for step, _ in first["curve"]] == [32, 64] and first["score"] == first["curve"][-1][1]
+    assert first["metric"] == "entity_f1" and first["warm_start"] == 0
+    # what the YAML resolved to, not only the flags: NER's lr and reward come from ppo.yml
+    assert first["resolved"]["learning_rate"] == 3e-4 and first["resolved"]["ent_coef"] == 0.03
+    assert first["resolved"]["reward_mode"] == "balanced"
+    assert "--hp ent_coef=0.03" in first["train_args"]
+    table = ablation.curves_table([str(out)]).splitlines()
+    assert len(table) == 4  # header, rule, and one row per setting: seeds 0 and 1 share one
+    assert "| 2 |" in next(line for line in table if "ent_coef=0.03" in line)
