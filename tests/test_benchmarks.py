@@ -475,7 +475,9 @@ def test_curve_probe_records_the_resolved_recipe_and_a_validation_curve(tmp_path
         assert ablation.main(argv) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     first = rows[0]
-    assert [step for step, _ in first["curve"]] == [32, 64] and first["score"] == first["curve"][-1][1]
+    assert [step for step, _ in first["curve"]] == [32, 64] and first["score"] == first["curve"][
+        -1
+    ][1]
     assert first["metric"] == "entity_f1" and first["warm_start"] == 0
     # what the YAML resolved to, not only the flags: NER's lr and reward come from ppo.yml
     assert first["resolved"]["learning_rate"] == 3e-4 and first["resolved"]["ent_coef"] == 0.03
