@@ -16,7 +16,7 @@ from lmgym.metrics import bio_entities
 def envs():
     return {
         mode: gym.make("lmgym/NER-v0", data_dir="sample", reward_mode=mode, bio_mask=False)
-        for mode in ("token", "f1")
+        for mode in ("token", "f1", "entity")
     }
 
 
@@ -43,6 +43,38 @@ def test_dense_f1_rewards_sum_to_seqeval_sentence_f1(envs, seed, data):
     expected = sentence_f1(record["gold"], record["pred"])
     assert info["episode_metrics"]["entity_f1"] == pytest.approx(expected)
     assert total == pytest.approx(expected, abs=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), data=st.data())
+def test_entity_rewards_pay_each_gold_entity_and_charge_each_wrong_one(envs, seed, data):
+    env = envs["entity"]
+    env.reset(seed=seed)
+    cost = env.unwrapped.core.entity_cost
+    total, done = 0.0, False
+    while not done:  # any tag sequence, I- after O included (seqeval's chunking)
+        _, reward, terminated, _, _ = env.step(data.draw(st.integers(0, 8)))
+        total += reward
+        done = terminated
+    record = env.unwrapped.episode_record()
+    gold, pred = set(bio_entities(record["gold"])), bio_entities(record["pred"])
+    right = sum(entity in gold for entity in pred)
+    assert total == pytest.approx(right - cost * (len(pred) - right), abs=1e-5)
+
+
+def test_entity_reward_gives_always_o_nothing_and_refuses_a_negative_cost():
+    env = gym.make("lmgym/NER-v0", data_dir="sample", reward_mode="entity", entity_cost=0.25)
+    core = env.unwrapped.core
+    assert core.entity_cost == 0.25
+    for seed in range(5):
+        env.reset(seed=seed)
+        total, done = 0.0, False
+        while not done:
+            _, reward, done, _, _ = env.step(core.tags.index("O"))
+            total += reward
+        assert total == 0.0  # whatever the sentence holds: "always O" is not the easy optimum
+    with pytest.raises(ValueError, match="entity_cost"):
+        gym.make("lmgym/NER-v0", data_dir="sample", reward_mode="entity", entity_cost=-1)
 
 
 @settings(max_examples=30, deadline=None)

@@ -24,7 +24,7 @@ from lmgym.envs.tagging import (  # noqa: F401  (tag_set, balanced_weights: re-e
 )
 from lmgym.metrics import bio_entities, entity_scores
 
-REWARD_MODES = ("token", "balanced", "f1")
+REWARD_MODES = ("token", "balanced", "f1", "entity")
 
 
 class NERCore(DatasetCore[TaggedSentence]):
@@ -42,6 +42,7 @@ class NERCore(DatasetCore[TaggedSentence]):
         max_words: int = 128,
         reward_mode: str = "token",
         balance_power: float = 1.0,
+        entity_cost: float = 1.0 / 3.0,
         bio_mask: bool = True,
         tags: tuple[str, ...] | None = None,
         tag_column: int = -1,
@@ -52,6 +53,9 @@ class NERCore(DatasetCore[TaggedSentence]):
         args = DataArgs.of(self, data)
         self.set_reward_mode(reward_mode)
         self.set_sizes(max_length=(max_length, 4), max_words=(max_words, 1))
+        if not entity_cost >= 0:
+            raise ValueError(f"entity_cost={entity_cost}: must be >= 0 (the cost of a wrong entity)")
+        self.entity_cost = float(entity_cost)
         self.bio_mask = bio_mask
         train = self.open_data(args, conll_source, dataset, tag_column)
         if tags is None:
@@ -240,6 +244,8 @@ class NERCore(DatasetCore[TaggedSentence]):
         )
         closes = (open_start >= 0) & (is_o | starts_new)
         tp, n_pred = state["tp"][s], state["n_pred"][s]
+        if self.reward_mode == "entity":  # entities closed and matched before this step
+            tp_before, n_pred_before = tp.copy(), n_pred.copy()
         n_pred += closes
         self._add_matches(tp, closes, row, t - 1, open_start, open_type)
         np.copyto(open_start, -1, where=is_o)
@@ -261,6 +267,9 @@ class NERCore(DatasetCore[TaggedSentence]):
             reward = hit.astype(np.float32)
         elif self.reward_mode == "balanced":
             reward = np.where(hit, self.tag_weights.take(gold), np.float32(0.0))
+        elif self.reward_mode == "entity":
+            matched, closed = tp - tp_before, n_pred - n_pred_before
+            reward = (matched - self.entity_cost * (closed - matched)).astype(np.float32)
         else:
             n_gold = state["n_gold"][s]
             denom = n_pred + n_gold
@@ -378,8 +387,15 @@ class NEREnv(LmgymEnv):
     expert still earns 1 per word on average but "always ``O``" only ``1 / K``; the optimum
     is unchanged (the gold tag), only the pull of the frequent tag goes. ``reward_mode="f1"``: the change in the sentence's entity F1 over entities
     closed so far, so an episode's rewards sum to its sentence F1 (optimum 1.0; a sentence
-    without gold entities scores 1 if no entity is predicted). Masked actions are not
-    refused: they are applied and scored like any other tag.
+    without gold entities scores 1 if no entity is predicted). Sentence F1 is not the corpus
+    F1 the env is scored by: in a sentence with no correct entity, wrong ones cost nothing.
+    ``reward_mode="entity"``: each predicted entity, when it closes, earns 1 if it is a gold
+    entity (span and type) and ``-entity_cost`` otherwise, the per-entity change of corpus
+    F1 = 2 TP / (predicted + gold) at F1 ``F`` for ``entity_cost = F / (2 - F)`` (default 1/3,
+    F = 0.5): an entity is worth predicting iff its chance of being right exceeds
+    ``entity_cost / (1 + entity_cost)``, corpus F1's own threshold ``F / 2``; "always ``O``"
+    earns 0 (optimum: the number of gold entities). Masked actions are not refused: they
+    are applied and scored like any other tag.
 
     ## Starting State
     A sentence drawn uniformly from the split (``shuffle=True``) or the next one in order.
@@ -393,7 +409,7 @@ class NEREnv(LmgymEnv):
     own: a path or ``{split: path}``), ``tokenizer`` (None = WordPiece trained on train,
     ``"minilm"``, a path, a tokenizer object), ``max_length=128``, ``max_words=128``,
     ``reward_mode``, ``balance_power=1.0`` (``"balanced"``: weights ``p(tag) ** -power``,
-    rescaled), ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human),
+    rescaled), ``entity_cost=1/3`` (``"entity"``: the cost of a wrong entity), ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human),
     ``augment`` (off by default; ``{"mask": p}`` masks training sentences' sub-words with
     probability ``p``, :mod:`lmgym.envs.augment`; ignored on other splits).
     Sentences longer than ``max_words`` words are tagged up to ``max_words`` only; words whose
@@ -409,7 +425,8 @@ class NEREnv(LmgymEnv):
     ('O', 'B-PER', 'I-PER')
 
     ## Version History
-    * v0: initial release; ``reward_mode="balanced"`` added later (default unchanged).
+    * v0: initial release; ``reward_mode="balanced"`` and ``"entity"`` added later (default
+      unchanged).
     """
 
     core_class = NERCore
