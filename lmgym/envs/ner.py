@@ -54,7 +54,9 @@ class NERCore(DatasetCore[TaggedSentence]):
         self.set_reward_mode(reward_mode)
         self.set_sizes(max_length=(max_length, 4), max_words=(max_words, 1))
         if not entity_cost >= 0:
-            raise ValueError(f"entity_cost={entity_cost}: must be >= 0 (the cost of a wrong entity)")
+            raise ValueError(
+                f"entity_cost={entity_cost}: must be >= 0 (the cost of a wrong entity)"
+            )
         self.entity_cost = float(entity_cost)
         self.bio_mask = bio_mask
         train = self.open_data(args, conll_source, dataset, tag_column)
