@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     supervised = build(make_kwargs, args.seed)
     hp = load_hyperparams("ppo", ENV_ID, "tiny")
     batch = int(hp["batch_size"])
-    pretrain(supervised, ENV_ID, steps=args.steps // batch, batch_size=batch,
-             lr=float(hp["learning_rate"]), epochs=int(hp["n_epochs"]), seed=args.seed,
-             **make_kwargs)  # fmt: skip
+    lr = float(hp.get("pretrain_lr", hp["learning_rate"]))  # behaviour cloning's own rate
+    pretrain(supervised, ENV_ID, steps=args.steps // batch, batch_size=batch, lr=lr,
+             epochs=int(hp["n_epochs"]), seed=args.seed, **make_kwargs)  # fmt: skip
     rows.append((f"supervised, {args.steps} labelled words", score(supervised)))
 
     table = Table(title=f"entity F1 on {args.eval_sentences} held-out validation sentences")
