@@ -138,6 +138,10 @@ def test_supervised_baseline_learns_at_the_warm_starts_rate():
     tiny = resolve_hyperparams(parse_args(["lmgym/NER-v0", "--backbone", "tiny"]))
     assert supervised_recipe("lmgym/NER-v0", "tiny")["lr"] == tiny.warm_start_lr == 1e-3
     assert tiny.algo_kwargs["learning_rate"] == 3e-4
+    # the tiny backbone's 1e-3 never reaches the pretrained encoder's behaviour cloning
+    for env in ("lmgym/NER-v0", "lmgym/TREC-v0", "lmgym/TextClassification-v0"):
+        assert supervised_recipe(env, "minilm")["lr"] <= 1e-4, env
+        assert supervised_recipe(env, "tiny")["lr"] == 1e-3, env
     sst2 = resolve_hyperparams(parse_args(["lmgym/SST2-v0", "--backbone", "minilm"]))
     assert sst2.warm_start_lr is None  # no rate of its own: PPO's
     assert supervised_recipe("lmgym/SST2-v0", "minilm")["lr"] == 2e-5
