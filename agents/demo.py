@@ -28,7 +28,7 @@ from rich.table import Table
 
 import lmgym
 from agents import TransformerPolicy, pretrain
-from agents.train import SETUP_KEYS, load_hyperparams
+from agents.train import SETUP_KEYS, load_hyperparams, supervised_recipe
 
 ENV_ID = "lmgym/NER-v0"
 
@@ -98,11 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"trained in {time.perf_counter() - started:.0f} s; supervised baseline next")
 
     supervised = build(make_kwargs, args.seed)
-    hp = load_hyperparams("ppo", ENV_ID, "tiny")
-    batch = int(hp["batch_size"])
-    lr = float(hp.get("pretrain_lr", hp["learning_rate"]))  # behaviour cloning's own rate
-    pretrain(supervised, ENV_ID, steps=args.steps // batch, batch_size=batch, lr=lr,
-             epochs=int(hp["n_epochs"]), seed=args.seed, **make_kwargs)  # fmt: skip
+    recipe = supervised_recipe(ENV_ID, "tiny")  # the leaderboard's supervised baseline
+    pretrain(supervised, ENV_ID, steps=args.steps // recipe["batch_size"],
+             batch_size=recipe["batch_size"], lr=recipe["lr"], epochs=recipe["epochs"],
+             seed=args.seed, **make_kwargs)  # fmt: skip
     rows.append((f"supervised, {args.steps} labelled words", score(supervised)))
 
     table = Table(title=f"entity F1 on {args.eval_sentences} held-out validation sentences")

@@ -213,6 +213,19 @@ def load_hyperparams(
 
 
 # -- setup -------------------------------------------------------------------------------
+def supervised_recipe(env: str, backbone: str) -> dict[str, Any]:
+    """PPO's minibatch size and epochs for ``backbone`` on ``env``, and the learning rate of
+    its behaviour cloning: ``pretrain_lr`` where ppo.yml sets one (what ``--warm-start``
+    uses), else PPO's own. The supervised baseline (the leaderboard's, the demo's) is a warm
+    start of the whole budget."""
+    hp = load_hyperparams("ppo", env, backbone)
+    return {
+        "lr": float(hp.get("pretrain_lr", hp["learning_rate"])),
+        "batch_size": int(hp["batch_size"]),
+        "epochs": int(hp["n_epochs"]),
+    }
+
+
 def run_name(env_id: str, algo: str, seed: int, when: float | None = None) -> str:
     """``<env>__<algo>__<seed>__<unix time>`` with ``/`` in the env id replaced by ``-``."""
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in env_id)

@@ -111,17 +111,11 @@ def _numbers(result: dict[str, Any]) -> dict[str, float]:
 
 
 def supervised_recipe(env: str, backbone: str) -> dict[str, Any]:
-    """PPO's minibatch size and epochs for ``backbone`` on ``env``, and the learning rate of
-    its behaviour cloning: ``pretrain_lr`` where ppo.yml sets one (what ``--warm-start``
-    uses), else PPO's own. The supervised baseline is a warm start of the whole budget."""
-    from agents.train import load_hyperparams
+    """The supervised baseline's lr, minibatch and epochs (:func:`agents.train.supervised_recipe`;
+    imported on call, so this module loads without torch)."""
+    from agents.train import supervised_recipe as recipe
 
-    hp = load_hyperparams("ppo", env, backbone)
-    return {
-        "lr": float(hp.get("pretrain_lr", hp["learning_rate"])),
-        "batch_size": int(hp["batch_size"]),
-        "epochs": int(hp["n_epochs"]),
-    }
+    return recipe(env, backbone)
 
 
 def _validation_score(model: Any, config: Any, metric: str, make_kwargs: dict[str, Any]) -> float:

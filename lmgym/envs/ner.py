@@ -411,7 +411,8 @@ class NEREnv(LmgymEnv):
     own: a path or ``{split: path}``), ``tokenizer`` (None = WordPiece trained on train,
     ``"minilm"``, a path, a tokenizer object), ``max_length=128``, ``max_words=128``,
     ``reward_mode``, ``balance_power=1.0`` (``"balanced"``: weights ``p(tag) ** -power``,
-    rescaled), ``entity_cost=1/3`` (``"entity"``: the cost of a wrong entity), ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human),
+    rescaled), ``entity_cost=1/3`` (``"entity"``: the cost of a wrong entity),
+    ``bio_mask=True``, ``shuffle=True``, ``render_mode`` (ansi/human),
     ``augment`` (off by default; ``{"mask": p}`` masks training sentences' sub-words with
     probability ``p``, :mod:`lmgym.envs.augment`; ignored on other splits).
     Sentences longer than ``max_words`` words are tagged up to ``max_words`` only; words whose
