@@ -42,7 +42,7 @@ HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
 #: keys of a hyperparameter entry that are not algorithm constructor arguments
 SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
-              "pretrain_steps", "pretrain_lr", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides",
+              "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "pretrain_epochs", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides",
               "minibatch", "advantages", "reward_overrides")  # fmt: skip
 
 
@@ -91,8 +91,8 @@ class Args:
     )
     warm_start: int | None = arg(
         "supervised warm start on N labelled env steps before RL (the leaderboard's "
-        "supervised recipe: batch_size, n_epochs and learning_rate of the YAML, or "
-        "--hp pretrain_lr=...); the warm start is evaluated at step 0, so best_model.zip "
+        "supervised recipe: the YAML's pretrain_lr, pretrain_batch_size and pretrain_epochs, "
+        "each defaulting to the algorithm's own); the warm start is evaluated at step 0, so best_model.zip "
         "is never worse on validation"
     )
     init_from: str | None = arg(
@@ -214,15 +214,15 @@ def load_hyperparams(
 
 # -- setup -------------------------------------------------------------------------------
 def supervised_recipe(env: str, backbone: str) -> dict[str, Any]:
-    """PPO's minibatch size and epochs for ``backbone`` on ``env``, and the learning rate of
-    its behaviour cloning: ``pretrain_lr`` where ppo.yml sets one (what ``--warm-start``
-    uses), else PPO's own. The supervised baseline (the leaderboard's, the demo's) is a warm
-    start of the whole budget."""
+    """The learning rate, minibatch size and epochs of behaviour cloning for ``backbone`` on
+    ``env``: ppo.yml's ``pretrain_lr`` / ``pretrain_batch_size`` / ``pretrain_epochs`` where
+    it sets them (what ``--warm-start`` uses), else PPO's own. The supervised baseline (the
+    leaderboard's, the demo's) is a warm start of the whole budget."""
     hp = load_hyperparams("ppo", env, backbone)
     return {
         "lr": float(hp.get("pretrain_lr", hp["learning_rate"])),
-        "batch_size": int(hp["batch_size"]),
-        "epochs": int(hp["n_epochs"]),
+        "batch_size": int(hp.get("pretrain_batch_size", hp["batch_size"])),
+        "epochs": int(hp.get("pretrain_epochs", hp["n_epochs"])),
     }
 
 
@@ -484,6 +484,8 @@ class Plan:
     pretrain_steps: int
     pretrain_lr: float
     warm_start_lr: float | None  # None: the algorithm's own learning rate
+    warm_start_batch_size: int | None  # None: the algorithm's own minibatch
+    warm_start_epochs: int | None  # None: the algorithm's own epochs
     kl_coef: float
     kl_target: float | None
     kl_horizon: int
@@ -521,6 +523,8 @@ def resolve_hyperparams(args: Args) -> Plan:
     )
     warm_start_lr = hp.get("pretrain_lr")  # --warm-start: default the algorithm's own lr
     pretrain_lr = float(hp.pop("pretrain_lr", 1e-4))
+    warm_start_batch_size = hp.pop("pretrain_batch_size", None)  # default the algorithm's
+    warm_start_epochs = hp.pop("pretrain_epochs", None)
     kl_coef = float(args.kl_coef if args.kl_coef is not None else hp.pop("kl_coef", 0.0))
     kl_target = args.kl_target if args.kl_target is not None else hp.pop("kl_target", None)
     kl_horizon = int(hp.pop("kl_horizon", 10_000))
@@ -528,7 +532,10 @@ def resolve_hyperparams(args: Args) -> Plan:
     for key in SETUP_KEYS:
         hp.pop(key, None)
     return Plan(hp, backbone, n_envs, total_timesteps, make_kwargs, policy_name, policy_kwargs,
-                pretrain_steps, pretrain_lr, warm_start_lr, kl_coef, kl_target, kl_horizon)  # fmt: skip
+                pretrain_steps, pretrain_lr, warm_start_lr,
+                None if warm_start_batch_size is None else int(warm_start_batch_size),
+                None if warm_start_epochs is None else int(warm_start_epochs),
+                kl_coef, kl_target, kl_horizon)  # fmt: skip
 
 
 def run_paths(args: Args) -> tuple[str, Path, Path]:
@@ -632,21 +639,23 @@ def write_args_json(run_dir: Path, args: Args, plan: Plan, policy_kwargs: dict[s
 
 
 def warm_start(model: Any, args: Args, plan: Plan) -> None:
-    """Before RL (not on ``--resume``): ``--warm-start`` (the supervised recipe: the
-    algorithm's batch size, epochs and learning rate) or ``--pretrain-steps`` of
+    """Before RL (not on ``--resume``): ``--warm-start`` (the supervised recipe: the YAML's
+    ``pretrain_lr`` / ``pretrain_batch_size`` / ``pretrain_epochs``, each defaulting to the
+    algorithm's own) or ``--pretrain-steps`` of
     behaviour cloning; their statistics are logged at step 0."""
     from agents.pretrain import pretrain
 
     if args.resume:
         return
     if args.warm_start:
-        batch = int(getattr(model, "batch_size", None) or 64)
+        batch = plan.warm_start_batch_size or int(getattr(model, "batch_size", None) or 64)
+        epochs = plan.warm_start_epochs or int(getattr(model, "n_epochs", 1) or 1)
         lr = plan.warm_start_lr
         if lr is None:
             lr = model.learning_rate(1.0) if callable(model.learning_rate) else model.learning_rate
         stats = pretrain(
             model, args.env_id, steps=max(1, -(-args.warm_start // batch)), batch_size=batch,
-            lr=float(lr), epochs=int(getattr(model, "n_epochs", 1) or 1), seed=args.seed,
+            lr=float(lr), epochs=epochs, seed=args.seed,
             **plan.make_kwargs,
         )  # fmt: skip
         for key in ("initial_accuracy", "final_accuracy", "final_loss", "samples", "updates"):

@@ -390,3 +390,20 @@ def test_init_from_copies_the_encoder_of_a_multitask_run_and_nothing_else(tmp_pa
 
 def th_equal(a, b) -> bool:
     return bool((a == b).all())
+
+
+def test_warm_start_takes_its_own_minibatch_and_epochs_where_the_yaml_sets_them(tmp_path):
+    """``pretrain_batch_size`` / ``pretrain_epochs`` set behaviour cloning apart from the RL
+    update (a larger RL minibatch must not change the warm start); unset, the algorithm's."""
+    import csv
+
+    def warm_updates(name: str, *extra: str) -> tuple[float, float]:
+        _train_sample(tmp_path, "lmgym/NER-v0", name, "--data-dir", "sample", "--warm-start", "32", *extra)
+        with (tmp_path / name / "progress.csv").open() as f:
+            row = next(r for r in csv.DictReader(f) if r.get("warm_start/updates"))
+        return float(row["warm_start/samples"]), float(row["warm_start/updates"])
+
+    # the algorithm's: 32 examples in minibatches of 16, n_epochs passes
+    assert warm_updates("own", "--hp", "n_epochs=1") == (32, 2)
+    assert warm_updates("apart", "--hp", "n_epochs=1", "--hp", "pretrain_batch_size=8",
+                        "--hp", "pretrain_epochs=3") == (32, 12)  # fmt: skip
