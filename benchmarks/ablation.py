@@ -277,6 +277,21 @@ def _number(value: Any) -> Any:
     )
 
 
+def _unresolved_flags(record: dict[str, Any]) -> dict[str, Any]:
+    """The settings a record's flags chose that ``resolved`` does not list (KL control,
+    ``--hp`` setup keys such as ``pretrain_hand_over``), so that they split the table's rows."""
+    extra: dict[str, Any] = {}
+    for flag in record["train_args"]:
+        name, _, value = flag.partition(" ")
+        if name in ("--kl-coef", "--kl-target"):
+            extra[name[2:].replace("-", "_")] = value
+        elif name == "--hp":
+            key, _, value = value.partition("=")
+            if key not in record["resolved"]:
+                extra[key] = value
+    return extra
+
+
 def curves_table(paths: list[str]) -> str:
     """Markdown: final validation score per (env, algo, backbone, env steps, resolved settings,
     warm start), mean ± std over seeds. Settings are what the run resolved to, so records made
@@ -287,7 +302,7 @@ def curves_table(paths: list[str]) -> str:
             r = json.loads(line)
             settings = ", ".join(
                 f"{k}={_number(v):g}" if isinstance(_number(v), float) else f"{k}={v}"
-                for k, v in r["resolved"].items()
+                for k, v in {**r["resolved"], **_unresolved_flags(r)}.items()
                 if v is not None
             )
             key = (r["env"].split("/")[-1], r["algo"], r["backbone"], r["steps"], settings,
