@@ -42,8 +42,9 @@ HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
 #: keys of a hyperparameter entry that are not algorithm constructor arguments
 SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
-              "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "pretrain_epochs", "kl_coef", "kl_target", "kl_horizon", "backbone_overrides",
-              "minibatch", "advantages", "reward_overrides")  # fmt: skip
+              "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "pretrain_epochs", "kl_coef",
+              "kl_target", "kl_horizon", "backbone_overrides", "minibatch", "advantages",
+              "reward_overrides")  # fmt: skip
 
 
 def arg(help: str, default: Any = None, **kwargs: Any) -> Any:
@@ -92,8 +93,8 @@ class Args:
     warm_start: int | None = arg(
         "supervised warm start on N labelled env steps before RL (the leaderboard's "
         "supervised recipe: the YAML's pretrain_lr, pretrain_batch_size and pretrain_epochs, "
-        "each defaulting to the algorithm's own); the warm start is evaluated at step 0, so best_model.zip "
-        "is never worse on validation"
+        "each defaulting to the algorithm's own); the warm start is evaluated at step 0, so "
+        "best_model.zip is never worse on validation"
     )
     init_from: str | None = arg(
         "start from the encoder of a saved model (a multi-task run, another task): its "
@@ -641,8 +642,8 @@ def write_args_json(run_dir: Path, args: Args, plan: Plan, policy_kwargs: dict[s
 def warm_start(model: Any, args: Args, plan: Plan) -> None:
     """Before RL (not on ``--resume``): ``--warm-start`` (the supervised recipe: the YAML's
     ``pretrain_lr`` / ``pretrain_batch_size`` / ``pretrain_epochs``, each defaulting to the
-    algorithm's own) or ``--pretrain-steps`` of
-    behaviour cloning; their statistics are logged at step 0."""
+    algorithm's own) or ``--pretrain-steps`` of behaviour cloning; their statistics are
+    logged at step 0."""
     from agents.pretrain import pretrain
 
     if args.resume:
@@ -655,8 +656,7 @@ def warm_start(model: Any, args: Args, plan: Plan) -> None:
             lr = model.learning_rate(1.0) if callable(model.learning_rate) else model.learning_rate
         stats = pretrain(
             model, args.env_id, steps=max(1, -(-args.warm_start // batch)), batch_size=batch,
-            lr=float(lr), epochs=epochs, seed=args.seed,
-            **plan.make_kwargs,
+            lr=float(lr), epochs=epochs, seed=args.seed, **plan.make_kwargs,
         )  # fmt: skip
         for key in ("initial_accuracy", "final_accuracy", "final_loss", "samples", "updates"):
             model.logger.record(f"warm_start/{key}", float(stats[key]))

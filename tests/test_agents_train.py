@@ -398,7 +398,9 @@ def test_warm_start_takes_its_own_minibatch_and_epochs_where_the_yaml_sets_them(
     import csv
 
     def warm_updates(name: str, *extra: str) -> tuple[float, float]:
-        _train_sample(tmp_path, "lmgym/NER-v0", name, "--data-dir", "sample", "--warm-start", "32", *extra)
+        _train_sample(
+            tmp_path, "lmgym/NER-v0", name, "--data-dir", "sample", "--warm-start", "32", *extra
+        )
         with (tmp_path / name / "progress.csv").open() as f:
             row = next(r for r in csv.DictReader(f) if r.get("warm_start/updates"))
         return float(row["warm_start/samples"]), float(row["warm_start/updates"])
