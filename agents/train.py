@@ -353,7 +353,9 @@ def _eval_callback_class() -> type:
         """Evaluate on the validation split every ``eval_freq`` env steps; keep the best model.
 
         Uses ``lmgym.evaluate`` (corpus metrics) when it can run the env, otherwise SB3's
-        ``evaluate_policy`` (mean episode reward) on a fresh env.
+        ``evaluate_policy`` (mean episode reward) on a fresh env. Like SB3's ``EvalCallback``
+        it runs inside the rollout, so an on-policy algorithm's last update comes after the
+        last in-rollout evaluation: :meth:`stale` says so, and ``main`` evaluates once more.
         """
 
         def __init__(
@@ -368,13 +370,23 @@ def _eval_callback_class() -> type:
             )
             self.best: float = -np.inf
             self.last_eval_step = 0
+            self.last_eval_updates: int | None = None  # the model's _n_updates then
             self.results: list[dict[str, Any]] = []
 
         def state_dict(self) -> dict[str, Any]:
-            return {"best": self.best, "last_eval_step": self.last_eval_step}
+            return {"best": self.best, "last_eval_step": self.last_eval_step,
+                    "last_eval_updates": self.last_eval_updates}  # fmt: skip
 
         def load_state_dict(self, state: dict[str, Any]) -> None:
             self.best, self.last_eval_step = state["best"], state["last_eval_step"]
+            self.last_eval_updates = state.get("last_eval_updates")
+
+        def stale(self) -> bool:
+            """Whether the model took env steps or updates since the last evaluation."""
+            return (
+                self.last_eval_step != self.model.num_timesteps
+                or self.last_eval_updates != getattr(self.model, "_n_updates", None)
+            )
 
         def _on_step(self) -> bool:
             if self.eval_freq > 0 and self.num_timesteps - self.last_eval_step >= self.eval_freq:
@@ -383,6 +395,7 @@ def _eval_callback_class() -> type:
 
         def run(self) -> dict[str, Any]:
             self.last_eval_step = self.num_timesteps
+            self.last_eval_updates = getattr(self.model, "_n_updates", None)
             result = self.evaluate(self.model)
             result["timesteps"] = self.num_timesteps
             self.results.append(result)
@@ -790,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_eval = evaluator.run()
     learn(model, args, plan, callbacks, previous_csv, name)
 
-    if evaluator is not None and evaluator.last_eval_step != model.num_timesteps:
+    if evaluator is not None and evaluator.stale():
         evaluator.init_callback(model)
         evaluator.run()
     save(save_path, resume_state=True)

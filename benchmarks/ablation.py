@@ -240,7 +240,9 @@ def curve(args: argparse.Namespace) -> dict[str, Any]:
 
 def curve_record(run_dir: Path) -> dict[str, Any]:
     """One JSON line for an ``agents.train`` run folder: its flags, what they resolved to, and
-    the validation curve ``[[env steps, score], ...]`` of the env's primary metric."""
+    the validation curve ``[[env steps, score], ...]`` of the env's primary metric. Points
+    before the last come from inside a rollout (SB3's callback timing: the policy then has
+    the updates of the rollouts before it); the last is the final policy."""
     args = json.loads((run_dir / "args.json").read_text())
     resolved = args["resolved"]
     rows = list(csv.DictReader((run_dir / "progress.csv").open()))
@@ -252,6 +254,10 @@ def curve_record(run_dir: Path) -> dict[str, Any]:
     warm = 1 if args.get("warm_start") else 0  # --warm-start: the first point is step 0
     steps = [min((i + 1 - warm) * args["eval_freq"], resolved["total_timesteps"])
              for i in range(len(scores))]  # fmt: skip
+    # the evaluation at the last env step ran before that rollout's update and agents.train
+    # evaluates again after it: a step keeps its last score, the final policy's
+    kept = dict(zip(steps, scores, strict=True))
+    steps, scores = list(kept), list(kept.values())
     flags = [f"--hp {x}" for x in args["hp"]] + [f"--env-kwarg {x}" for x in args["env_kwarg"]]
     for key in ("warm_start", "kl_coef", "kl_target"):
         if args.get(key):

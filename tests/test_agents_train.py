@@ -409,3 +409,20 @@ def test_warm_start_takes_its_own_minibatch_and_epochs_where_the_yaml_sets_them(
     assert warm_updates("own", "--hp", "n_epochs=1") == (32, 2)
     assert warm_updates("apart", "--hp", "n_epochs=1", "--hp", "pretrain_batch_size=8",
                         "--hp", "pretrain_epochs=3") == (32, 12)  # fmt: skip
+
+
+def test_the_last_evaluation_sees_the_last_update(tmp_path, capsys):
+    """The evaluation callback runs inside a rollout, before that rollout's update, so the
+    evaluation at the final env step saw the policy one update short; ``main`` evaluates
+    once more after training (it did not when the last evaluation's step was the final one)."""
+    import csv
+
+    register_fake_envs()
+    argv = [FAKE_IDS["classification"], "--algo", "ppo", "--total-timesteps", "64", "--n-envs", "2",
+            "--log-dir", str(tmp_path), "--run-name", "e", "--eval-freq", "32", "--eval-max-examples", "4",
+            "--verbose", "0", "--no-progress-bar", "--hp", "n_steps=16", "--hp", "batch_size=16", *MICRO_HP]  # fmt: skip
+    assert train_module.main(argv) == 0
+    with (tmp_path / "e" / "progress.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    evals = [i for i, row in enumerate(rows) if row.get("eval/mean_reward")]
+    assert len(evals) == 3  # at 32 and 64 inside the rollouts, then after the last update
