@@ -285,7 +285,7 @@ def _number(value: Any) -> Any:
 
 def _unresolved_flags(record: dict[str, Any]) -> dict[str, Any]:
     """The settings a record's flags chose that ``resolved`` does not list (KL control,
-    ``--hp`` setup keys such as ``pretrain_hand_over``), so that they split the table's rows."""
+    ``--hp`` setup keys such as ``pretrain_batch_size``), so that they split the table's rows."""
     extra: dict[str, Any] = {}
     for flag in record["train_args"]:
         name, _, value = flag.partition(" ")
