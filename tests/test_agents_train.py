@@ -411,7 +411,7 @@ def test_warm_start_takes_its_own_minibatch_and_epochs_where_the_yaml_sets_them(
                         "--hp", "pretrain_epochs=3") == (32, 12)  # fmt: skip
 
 
-def test_the_last_evaluation_sees_the_last_update(tmp_path, capsys):
+def test_the_last_evaluation_sees_the_last_update(tmp_path):
     """The evaluation callback runs inside a rollout, before that rollout's update, so the
     evaluation at the final env step saw the policy one update short; ``main`` evaluates
     once more after training (it did not when the last evaluation's step was the final one)."""
