@@ -11,6 +11,7 @@
 Importing ``agents`` imports torch, transformers and SB3 but loads no weights.
 """
 
+from agents.anchor import SupervisedAnchorCallback
 from agents.backbones import make_backbone
 from agents.dqn import DQN
 from agents.evaluate import load_model, save_model
@@ -24,7 +25,7 @@ from agents.policies import (
     TransformerQPolicy,
     env_policy_kwargs,
 )
-from agents.pretrain import pretrain
+from agents.pretrain import demonstrations, pretrain
 from agents.reinforce import REINFORCE
 from agents.trpo import TRPO
 
@@ -36,11 +37,13 @@ __all__ = [
     "FeatureLayout",
     "KLPenaltyCallback",
     "MaskableTransformerPolicy",
+    "SupervisedAnchorCallback",
     "TaskHeads",
     "TransformerExtractor",
     "TransformerPolicy",
     "TransformerQNetwork",
     "TransformerQPolicy",
+    "demonstrations",
     "env_policy_kwargs",
     "infer_family",
     "load_model",

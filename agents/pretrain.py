@@ -67,6 +67,15 @@ class ExpertStream:
         return batch, np.array(actions, dtype=np.int64), np.stack(masks)
 
 
+def demonstrations(
+    env_or_id: Any, n: int, seed: int = 0, n_envs: int = 4, **make_kwargs: Any
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """``n`` teacher-forced ``(obs, expert action, action mask)``: the labelled set that
+    :func:`pretrain` with ``epochs > 1``, the same ``seed`` and ``n_envs`` trains on (the
+    supervised anchor, :mod:`agents.anchor`, replays it)."""
+    return ExpertStream(env_or_id, n_envs=n_envs, seed=seed, **make_kwargs).sample(n)
+
+
 def pretrain(
     model: BaseAlgorithm,
     env_or_id: Any,
@@ -158,7 +167,7 @@ def _batches(stream: ExpertStream, steps: int, batch_size: int, epochs: int, see
         for _ in range(steps):
             yield stream.sample(batch_size)
         return
-    obs, actions, masks = stream.sample(steps * batch_size)
+    obs, actions, masks = stream.sample(steps * batch_size)  # = demonstrations(...)
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         order = rng.permutation(len(actions))

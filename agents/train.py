@@ -43,7 +43,7 @@ ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
 #: keys of a hyperparameter entry that are not algorithm constructor arguments
 SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
               "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "pretrain_epochs", "kl_coef",
-              "kl_target", "kl_horizon", "backbone_overrides", "minibatch", "advantages",
+              "kl_target", "kl_horizon", "anchor_coef", "backbone_overrides", "minibatch", "advantages",
               "reward_overrides")  # fmt: skip
 
 
@@ -103,6 +103,10 @@ class Args:
     kl_coef: float | None = arg("KL penalty toward the starting policy (0 = off)")
     kl_target: float | None = arg(
         "adapt the KL coefficient toward this per-step KL (Ziegler et al.)"
+    )
+    anchor_coef: float | None = arg(
+        "weight of the warm start's behaviour-cloning loss, on its own labelled data, mixed "
+        "into every RL step (InstructGPT's PPO-ptx; needs --warm-start; 0 = off)"
     )
     dtype: str | None = arg("bf16 | fp16 autocast of the encoder (GPU)")
     compile: bool = arg("torch.compile the encoder (GPU)", False)
@@ -503,6 +507,7 @@ class Plan:
     kl_coef: float
     kl_target: float | None
     kl_horizon: int
+    anchor_coef: float = 0.0
 
 
 def resolve_hyperparams(args: Args) -> Plan:
@@ -542,6 +547,9 @@ def resolve_hyperparams(args: Args) -> Plan:
     kl_coef = float(args.kl_coef if args.kl_coef is not None else hp.pop("kl_coef", 0.0))
     kl_target = args.kl_target if args.kl_target is not None else hp.pop("kl_target", None)
     kl_horizon = int(hp.pop("kl_horizon", 10_000))
+    anchor_coef = float(
+        args.anchor_coef if args.anchor_coef is not None else hp.pop("anchor_coef", 0.0)
+    )
     apply_buffer_options(hp, args.algo)
     for key in SETUP_KEYS:
         hp.pop(key, None)
@@ -549,7 +557,7 @@ def resolve_hyperparams(args: Args) -> Plan:
                 pretrain_steps, pretrain_lr, warm_start_lr,
                 None if warm_start_batch_size is None else int(warm_start_batch_size),
                 None if warm_start_epochs is None else int(warm_start_epochs),
-                kl_coef, kl_target, kl_horizon)  # fmt: skip
+                kl_coef, kl_target, kl_horizon, anchor_coef)  # fmt: skip
 
 
 def run_paths(args: Args) -> tuple[str, Path, Path]:
@@ -652,6 +660,14 @@ def write_args_json(run_dir: Path, args: Args, plan: Plan, policy_kwargs: dict[s
     }}, indent=2, default=repr) + "\n")  # fmt: skip
 
 
+def warm_start_schedule(model: Any, args: Args, plan: Plan) -> tuple[int, int, int]:
+    """``(steps, batch_size, epochs)`` of ``--warm-start``: ``steps * batch_size`` labelled
+    env steps (``N`` rounded up to whole minibatches)."""
+    batch = plan.warm_start_batch_size or int(getattr(model, "batch_size", None) or 64)
+    epochs = plan.warm_start_epochs or int(getattr(model, "n_epochs", 1) or 1)
+    return max(1, -(-int(args.warm_start or 0) // batch)), batch, epochs
+
+
 def warm_start(model: Any, args: Args, plan: Plan) -> None:
     """Before RL (not on ``--resume``): ``--warm-start`` (the supervised recipe: the YAML's
     ``pretrain_lr`` / ``pretrain_batch_size`` / ``pretrain_epochs``, each defaulting to the
@@ -662,14 +678,13 @@ def warm_start(model: Any, args: Args, plan: Plan) -> None:
     if args.resume:
         return
     if args.warm_start:
-        batch = plan.warm_start_batch_size or int(getattr(model, "batch_size", None) or 64)
-        epochs = plan.warm_start_epochs or int(getattr(model, "n_epochs", 1) or 1)
+        steps, batch, epochs = warm_start_schedule(model, args, plan)
         lr = plan.warm_start_lr
         if lr is None:
             lr = model.learning_rate(1.0) if callable(model.learning_rate) else model.learning_rate
         stats = pretrain(
-            model, args.env_id, steps=max(1, -(-args.warm_start // batch)), batch_size=batch,
-            lr=float(lr), epochs=epochs, seed=args.seed, **plan.make_kwargs,
+            model, args.env_id, steps=steps, batch_size=batch, lr=float(lr), epochs=epochs,
+            seed=args.seed, **plan.make_kwargs,
         )  # fmt: skip
         for key in ("initial_accuracy", "final_accuracy", "final_loss", "samples", "updates"):
             model.logger.record(f"warm_start/{key}", float(stats[key]))
@@ -680,6 +695,23 @@ def warm_start(model: Any, args: Args, plan: Plan) -> None:
         for key in ("initial_accuracy", "final_accuracy", "final_loss"):
             model.logger.record(f"pretrain/{key}", stats[key])
         model.logger.dump(0)
+
+
+def anchor_callback(model: Any, args: Args, plan: Plan) -> Any:
+    """``--anchor-coef``: the warm start's demonstrations (collected again, same seed and
+    size, so no new labels) mixed into every RL step (:mod:`agents.anchor`)."""
+    from agents.anchor import SupervisedAnchorCallback
+    from agents.pretrain import demonstrations
+
+    if not args.warm_start:
+        raise SystemExit(
+            "--anchor-coef replays the warm start's labelled data: pass --warm-start N"
+        )
+    if not hasattr(model, "rollout_buffer") or args.algo == "trpo":
+        raise SystemExit("--anchor-coef needs ppo, a2c, maskable_ppo or reinforce")
+    steps, batch, _ = warm_start_schedule(model, args, plan)
+    demos = demonstrations(args.env_id, steps * batch, seed=args.seed, **plan.make_kwargs)
+    return SupervisedAnchorCallback(demos, plan.anchor_coef, batch_size=batch, seed=args.seed)
 
 
 def build_callbacks(
@@ -700,6 +732,8 @@ def build_callbacks(
         callbacks.append(
             KLPenaltyCallback(coef=plan.kl_coef, target_kl=plan.kl_target, horizon=plan.kl_horizon)
         )
+    if plan.anchor_coef > 0:
+        callbacks.append(anchor_callback(model, args, plan))
     if env_policy_kwargs(model.get_env()).get("family") == "multitask":  # the env says so
         callbacks.append(PerTaskLogger())
     evaluator = None

@@ -259,7 +259,7 @@ def curve_record(run_dir: Path) -> dict[str, Any]:
     kept = dict(zip(steps, scores, strict=True))
     steps, scores = list(kept), list(kept.values())
     flags = [f"--hp {x}" for x in args["hp"]] + [f"--env-kwarg {x}" for x in args["env_kwarg"]]
-    for key in ("warm_start", "kl_coef", "kl_target"):
+    for key in ("warm_start", "kl_coef", "kl_target", "anchor_coef"):
         if args.get(key):
             flags.append(f"--{key.replace('_', '-')} {args[key]}")
     keep = ("learning_rate", "ent_coef", "n_steps", "batch_size", "n_epochs", "target_kl")
@@ -284,12 +284,12 @@ def _number(value: Any) -> Any:
 
 
 def _unresolved_flags(record: dict[str, Any]) -> dict[str, Any]:
-    """The settings a record's flags chose that ``resolved`` does not list (KL control,
+    """The settings a record's flags chose that ``resolved`` does not list (KL control, the anchor,
     ``--hp`` setup keys such as ``pretrain_batch_size``), so that they split the table's rows."""
     extra: dict[str, Any] = {}
     for flag in record["train_args"]:
         name, _, value = flag.partition(" ")
-        if name in ("--kl-coef", "--kl-target"):
+        if name in ("--kl-coef", "--kl-target", "--anchor-coef"):
             extra[name[2:].replace("-", "_")] = value
         elif name == "--hp":
             key, _, value = value.partition("=")

@@ -231,7 +231,11 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
             )
             argv = _train_argv(config, config.env, target, tmp, "run", config.make_kwargs,
                                config.hyperparams)  # fmt: skip
-            argv += ["--resume"] if started else init_flags
+            # a resumed chunk is told the warm start's size too: the supervised anchor
+            # (--anchor-coef) collects the same labelled demonstrations again
+            argv += (
+                (["--resume", *init_flags[:2]] if warm else ["--resume"]) if started else init_flags
+            )
             started = True
             if train(argv) != 0:
                 raise RuntimeError(f"agents.train failed: {' '.join(argv)}")

@@ -28,9 +28,11 @@ from agents import (  # noqa: E402
     AdaptiveKLController,
     KLPenaltyCallback,
     MaskableTransformerPolicy,
+    SupervisedAnchorCallback,
     TransformerExtractor,
     TransformerPolicy,
     TransformerQPolicy,
+    demonstrations,
     env_policy_kwargs,
     infer_family,
     make_backbone,
@@ -554,6 +556,49 @@ def test_kl_callback_changes_rewards_and_returns():
     np.testing.assert_allclose(
         seen["returns"], seen["advantages"] + seen["values"], rtol=1e-5, atol=1e-5
     )
+
+
+def _bc_loss(model, demos) -> float:
+    from agents.pretrain import _logits
+
+    obs, actions, masks = demos
+    with torch.no_grad():
+        o = {k: v.float() for k, v in obs_as_tensor(obs, model.device).items()}
+        logits = _logits(model, o, torch.as_tensor(masks))
+        return float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(actions)))
+
+
+def test_the_anchor_pulls_rl_toward_the_demonstrations_and_restores_the_optimizer():
+    env = FAKE_ENVS["ner"]()
+    demos = demonstrations(env, 48, seed=0)
+    assert demos[1].shape == (48,) and demos[2].shape[0] == 48
+    losses = {}
+    for coef in (0.0, 5.0):
+        model = make_model("ppo", env)
+        model.learning_rate = 3e-3
+        model._setup_lr_schedule()
+        before = _bc_loss(model, demos)
+        anchor = SupervisedAnchorCallback(demos, coef=coef, batch_size=16)
+        own_step = vars(model.policy.optimizer).get("step")
+        model.learn(128, callback=anchor)
+        losses[coef] = _bc_loss(model, demos)
+        assert vars(model.policy.optimizer).get("step") is own_step, "the optimizer's step is back"
+    # 16 optimizer steps: 1.098 -> 0.920 anchored, 1.070 without (seed 0)
+    assert losses[5.0] < before - 0.1, "the anchored run fits the demonstrations"
+    assert losses[5.0] < losses[0.0] - 0.1, "RL alone does not"
+    assert np.isfinite(anchor.last_loss)
+
+
+def test_the_anchor_refuses_what_it_cannot_anchor():
+    env = FAKE_ENVS["ner"]()
+    demos = demonstrations(env, 8)
+    with pytest.raises(ValueError, match="--warm-start"):
+        SupervisedAnchorCallback((demos[0], demos[1][:0], demos[2]), coef=1.0)
+    with pytest.raises(ValueError, match="coef"):
+        SupervisedAnchorCallback(demos, coef=-1.0)
+    for algo in ("trpo", "dqn"):
+        with pytest.raises(ValueError, match="PPO, A2C"):
+            make_model(algo, env).learn(32, callback=SupervisedAnchorCallback(demos, coef=1.0))
 
 
 # -- does it learn (slow) ----------------------------------------------------------------

@@ -411,6 +411,20 @@ def test_warm_start_takes_its_own_minibatch_and_epochs_where_the_yaml_sets_them(
                         "--hp", "pretrain_epochs=3") == (32, 12)  # fmt: skip
 
 
+def test_anchor_coef_replays_the_warm_start_labels_and_needs_them(tmp_path):
+    import csv
+
+    _real("lmgym/NER-v0")
+    _train_sample(tmp_path, "lmgym/NER-v0", "anchored", "--data-dir", "sample",
+                  "--warm-start", "32", "--anchor-coef", "1.0", "--total-timesteps", "64")  # fmt: skip
+    with (tmp_path / "anchored" / "progress.csv").open() as f:
+        losses = [float(r["anchor/bc_loss"]) for r in csv.DictReader(f) if r.get("anchor/bc_loss")]
+    assert losses and all(np.isfinite(losses))
+    with pytest.raises(SystemExit, match="--warm-start"):
+        _train_sample(tmp_path, "lmgym/NER-v0", "no-labels", "--data-dir", "sample",
+                      "--anchor-coef", "1.0")  # fmt: skip
+
+
 def test_the_last_evaluation_sees_the_last_update(tmp_path):
     """The evaluation callback runs inside a rollout, before that rollout's update, so the
     evaluation at the final env step saw the policy one update short; ``main`` evaluates

@@ -406,6 +406,7 @@ WARM_SPEC = one_seed_ppo_spec(
       warm:
         warm_start: 32
         kl_coef: 0.05
+        anchor_coef: 1.0  # resumed chunks collect the warm start's demonstrations again
         make_kwargs: {reward_mode: f1}
 """,
 )
@@ -492,9 +493,10 @@ def test_curve_probe_records_the_resolved_recipe_and_a_validation_curve(tmp_path
     assert "| 2 |" in next(line for line in table if "ent_coef=0.03" in line)
     # flags that `resolved` does not list (KL control, --hp setup keys) still split the rows
     with out.open("a") as f:
-        for extra in (["--kl-coef 0.1"], ["--hp pretrain_batch_size=16"]):
+        for extra in (["--kl-coef 0.1"], ["--hp pretrain_batch_size=16"], ["--anchor-coef 3.0"]):
             f.write(json.dumps({**first, "train_args": first["train_args"] + extra}) + "\n")
     table = ablation.curves_table([str(out)]).splitlines()
-    assert len(table) == 6
+    assert len(table) == 7
     assert any("kl_coef=0.1" in line and "| 1 |" in line for line in table)
+    assert any("anchor_coef=3.0" in line and "| 1 |" in line for line in table)
     assert any("pretrain_batch_size=16" in line and "| 1 |" in line for line in table)
