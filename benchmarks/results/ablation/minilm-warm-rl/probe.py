@@ -8,6 +8,8 @@
     python probe.py freeze frozen $T     # the encoder stops training after the warm start
     python probe.py freeze full $T       # nothing frozen
     python probe.py critic 2048 $T       # 2,048 env steps that train only the critic first
+    python probe.py advantages zero $T --anchor-coef 1.0   # the anchor without the policy
+                                         # gradient (the critic still trains): its control
 
 The arguments after the probe's own are ``agents.train``'s (``--total-timesteps``: the RL
 steps). Prints one JSON line: entity F1 on the first 500 CoNLL validation sentences at the
@@ -50,12 +52,23 @@ def main(probe, option, argv):
             p.requires_grad_(True)
         done = int(option)
         curve.append((done, f1()))
+    if probe == "advantages" and option == "zero":
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class ZeroAdvantages(BaseCallback):  # after the KL callback's recomputation
+            def _on_step(self):
+                return True
+
+            def _on_rollout_end(self):
+                self.model.rollout_buffer.advantages[:] = 0.0
+
+        callbacks = [*callbacks, ZeroAdvantages()]
     for _ in range(plan.total_timesteps // 512):
         model.learn(512, callback=callbacks, reset_num_timesteps=(done == 0))
         done += 512
         curve.append((done, f1()))
-    key = {"freeze": "variant", "critic": "warm_critic"}[probe]
-    value = option if probe == "freeze" else int(option)
+    key = {"freeze": "variant", "critic": "warm_critic", "advantages": "advantages"}[probe]
+    value = int(option) if probe == "critic" else option
     print(json.dumps({key: value, "argv": argv, "curve": curve}), flush=True)
 
 
