@@ -12,8 +12,7 @@ import sys
 import numpy as np
 import torch as th
 from probe import setup
-from rloo_probe import log_prob, rollout
-from stable_baselines3.common.utils import obs_as_tensor
+from rloo_probe import backward, rloo_advantages, rollout
 
 from lmgym.evaluation import _vector_env
 
@@ -33,20 +32,12 @@ def main(sentences, k, argv):
         return float(rollout(model, venv, examples, k, gumbel=noise)[3].mean())
 
     obs, actions, slots, f1 = rollout(model, venv, examples, k, gumbel=gumbel)
-    groups = f1.reshape(-1, k)
-    adv = (groups - (groups.sum(1, keepdims=True) - groups) / (k - 1)).reshape(-1)
-    step_adv = adv[slots]
-    keep = np.flatnonzero(step_adv != 0)
-    keep = keep[np.argsort(slots[keep] // k, kind="stable")]
-    model.policy.set_training_mode(True)
     model.policy.zero_grad()
-    for a in range(0, len(keep), 512):
-        rows = keep[a : a + 512]
-        o = obs_as_tensor({key: v[rows] for key, v in obs.items()}, model.device)
-        logp = log_prob(model, o, th.as_tensor(actions[rows]))
-        (-(th.as_tensor(step_adv[rows], dtype=th.float32) * logp).sum() / len(f1)).backward()
+    backward(model, obs, actions, slots, rloo_advantages(f1, k), k, 1 / len(f1))
     grads = [p.grad.clone() if p.grad is not None else th.zeros_like(p) for p in params]
     norm = float(th.sqrt(sum((g * g).sum() for g in grads)))
+    if norm == 0:
+        raise SystemExit("every sample of each sentence scored alike: no gradient; take more")
     base = [p.detach().clone() for p in params]
     rows = []
     for alpha in (0.0, 0.003, 0.01, 0.03, 0.1):

@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import torch as th
 from probe import setup
-from rloo_probe import log_prob, rollout
-from stable_baselines3.common.utils import obs_as_tensor
+from rloo_probe import backward, rloo_advantages, rollout
 
 import lmgym
 from lmgym.evaluation import _vector_env
@@ -43,21 +42,11 @@ def main(sentences, k, temperature, argv, mode="rloo"):
             model, venv, examples, k, temperature, expert=mode == "bc"
         )
         f1s.append(f1.mean())
-        groups = f1.reshape(-1, k)
-        adv = (groups - (groups.sum(1, keepdims=True) - groups) / (k - 1)).reshape(-1)
+        adv = rloo_advantages(f1, k)
         if mode == "bc":  # cross-entropy on the gold tags: the supervised direction
             adv = np.ones_like(adv)
-        step_adv = adv[slots]
-        keep = np.flatnonzero(step_adv != 0)
-        keep = keep[np.argsort(slots[keep] // k, kind="stable")]
-        model.policy.set_training_mode(True)
         model.policy.zero_grad()
-        for a in range(0, len(keep), 512):
-            rows = keep[a : a + 512]
-            o = obs_as_tensor({key: v[rows] for key, v in obs.items()}, model.device)
-            logp = log_prob(model, o, th.as_tensor(actions[rows]), temperature)
-            loss = -(th.as_tensor(step_adv[rows], dtype=th.float32) * logp).sum() / sentences / k
-            loss.backward()
+        backward(model, obs, actions, slots, adv, k, 1 / sentences / k, temperature)
         for g, p in zip(grads, params, strict=True):
             if p.grad is not None:
                 g += p.grad

@@ -58,6 +58,28 @@ def log_prob(model, obs, actions, temperature=1.0):
     return th.log_softmax(logits, -1).gather(1, actions.long().view(-1, 1)).squeeze(1)
 
 
+def rloo_advantages(f1, k):
+    """Leave-one-out advantage of each of the k samples of a sentence (samples grouped)."""
+    groups = f1.reshape(-1, k)
+    return (groups - (groups.sum(1, keepdims=True) - groups) / (k - 1)).reshape(-1)
+
+
+def backward(model, obs, actions, slots, sample_adv, k, scale, temperature=1.0):
+    """Accumulate the gradient of ``-scale * sum_i A_i sum_t log pi_T(a_t | s_t)`` (rows of
+    samples with ``A_i != 0``); returns how many rows that is."""
+    step_adv = sample_adv[slots]
+    keep = np.flatnonzero(step_adv != 0)
+    # order rows by sentence so that one sentence's words sit in one chunk (encoder dedup)
+    keep = keep[np.argsort(slots[keep] // k, kind="stable")]
+    model.policy.set_training_mode(True)
+    for lo in range(0, len(keep), 512):
+        rows = keep[lo : lo + 512]
+        o = obs_as_tensor({key: v[rows] for key, v in obs.items()}, model.device)
+        logp = log_prob(model, o, th.as_tensor(actions[rows]), temperature)
+        (-(th.as_tensor(step_adv[rows], dtype=th.float32) * logp).sum() * scale).backward()
+    return len(keep)
+
+
 def main(iters, sentences, k, opt, lr, eval_every, argv):
     model, plan, _, score = setup(argv)
     venv = _vector_env("lmgym/NER-v0", sentences * k, {**plan.make_kwargs, "split": "train"})
@@ -69,22 +91,9 @@ def main(iters, sentences, k, opt, lr, eval_every, argv):
     for it in range(1, iters + 1):
         examples = rng.integers(venv.core.n_examples, size=sentences)
         obs, actions, slots, f1 = rollout(model, venv, examples, k)
-        groups = f1.reshape(sentences, k)
-        baseline = (groups.sum(1, keepdims=True) - groups) / (k - 1)
-        adv = (groups - baseline).reshape(-1)
         train_f1.append(float(f1.mean()))
-        step_adv = adv[slots]
-        keep = np.flatnonzero(step_adv != 0)
-        model.policy.set_training_mode(True)
         optim.zero_grad()
-        # order rows by slot so that one sentence's words sit in one chunk (encoder dedup)
-        keep = keep[np.argsort(slots[keep] // k, kind="stable")]
-        for lo in range(0, len(keep), 512):
-            rows = keep[lo : lo + 512]
-            o = obs_as_tensor({key: v[rows] for key, v in obs.items()}, model.device)
-            _, logp, _ = model.policy.evaluate_actions(o, th.as_tensor(actions[rows]))
-            loss = -(th.as_tensor(step_adv[rows], dtype=th.float32) * logp).sum() / len(f1)
-            loss.backward()
+        nonzero = backward(model, obs, actions, slots, rloo_advantages(f1, k), k, 1 / len(f1))
         optim.step()
         if it % eval_every == 0:
             curve.append((it, score()))
@@ -93,7 +102,7 @@ def main(iters, sentences, k, opt, lr, eval_every, argv):
                 {
                     "it": it,
                     "train_f1": train_f1[-1],
-                    "nonzero": len(keep),
+                    "nonzero": nonzero,
                     "val": curve[-1][1] if curve[-1][0] == it else None,
                 }
             ),
