@@ -92,7 +92,7 @@ class SupervisedAnchorCallback(BaseCallback):
         return True
 
     def _on_rollout_start(self) -> None:
-        self._losses: list[float] = []  # of the update that follows this rollout
+        self._losses = []  # of the update that follows this rollout
 
     def add_gradient(self) -> None:
         """Accumulate ``coef * d L_BC / d theta`` on one minibatch into the parameters' grads."""
@@ -116,8 +116,8 @@ class SupervisedAnchorCallback(BaseCallback):
         max_norm = getattr(self.model, "max_grad_norm", None)
         present = [g for g in grads if g is not None]
         if max_norm is not None and present:
-            norm = th.sqrt(sum((g.detach() ** 2).sum() for g in present))
-            scale = min(1.0, float(max_norm) / (float(norm) + 1e-6))
+            norm = float(th.nn.utils.get_total_norm(present))
+            scale = min(1.0, float(max_norm) / (norm + 1e-6))
         else:
             scale = 1.0
         for p, g in zip(params, grads, strict=True):
