@@ -589,6 +589,28 @@ def test_the_anchor_pulls_rl_toward_the_demonstrations_and_restores_the_optimize
     assert np.isfinite(anchor.last_loss)
 
 
+def test_the_anchor_replays_the_warm_starts_own_labelled_set(monkeypatch):
+    from agents.pretrain import ExpertStream
+
+    env = FAKE_ENVS["ner"]()
+    collected = []
+    sample = ExpertStream.sample
+
+    def spy(self, n):
+        collected.append(sample(self, n))
+        return collected[-1]
+
+    monkeypatch.setattr(ExpertStream, "sample", spy)
+    pretrain(make_model("ppo", env), env, steps=2, batch_size=16, epochs=2, seed=3)
+    monkeypatch.setattr(ExpertStream, "sample", sample)
+    (warm,) = collected  # epochs > 1: one fixed set, collected once
+    demos = demonstrations(env, 32, seed=3)
+    np.testing.assert_array_equal(demos[1], warm[1])
+    np.testing.assert_array_equal(demos[2], warm[2])
+    for key in warm[0]:
+        np.testing.assert_array_equal(demos[0][key], warm[0][key])
+
+
 def test_the_anchor_refuses_what_it_cannot_anchor():
     env = FAKE_ENVS["ner"]()
     demos = demonstrations(env, 8)
