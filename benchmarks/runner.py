@@ -221,7 +221,10 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lmgym-run-") as tmp:
         path = Path(tmp) / "run.zip"
         steps, started = 0, False
-        init_flags: list[str] = ["--warm-start", str(warm)] if warm else []
+        # resumed chunks are told the warm start's size too: the supervised anchor
+        # (--anchor-coef) collects the same labelled demonstrations again
+        warm_flags = ["--warm-start", str(warm)] if warm else []
+        init_flags = list(warm_flags)
         if config.init_from:
             source_flags, extra["init_from"] = _source_run(config, tmp)
             init_flags += source_flags
@@ -231,11 +234,7 @@ def _reinforcement(config: Any, metric: str) -> dict[str, Any]:
             )
             argv = _train_argv(config, config.env, target, tmp, "run", config.make_kwargs,
                                config.hyperparams)  # fmt: skip
-            # a resumed chunk is told the warm start's size too: the supervised anchor
-            # (--anchor-coef) collects the same labelled demonstrations again
-            argv += (
-                (["--resume", *init_flags[:2]] if warm else ["--resume"]) if started else init_flags
-            )
+            argv += ["--resume", *warm_flags] if started else init_flags
             started = True
             if train(argv) != 0:
                 raise RuntimeError(f"agents.train failed: {' '.join(argv)}")
