@@ -175,6 +175,7 @@ def test_train_throughput_times_rollout_and_update_apart(tmp_path):
         "quick",
         "recipe",
         "minilm-recipe",
+        "minilm-warmstart-perword",
         "multitask",
         "warmstart",
         "families",
