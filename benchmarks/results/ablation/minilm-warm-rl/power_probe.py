@@ -34,7 +34,9 @@ def main(phases, argv):
             model.learn(512, callback=callbacks, reset_num_timesteps=(done == 0))
             done += 512
             curve.append((done, f1()))
-    print(json.dumps({"probe": "power", "phases": phases, "argv": argv, "curve": curve}), flush=True)
+    print(
+        json.dumps({"probe": "power", "phases": phases, "argv": argv, "curve": curve}), flush=True
+    )
 
 
 if __name__ == "__main__":
