@@ -123,6 +123,35 @@ def test_supervised_baseline_uses_ppo_recipe_and_budget(tmp_path):
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
 
 
+def test_supervised_budgets_double_from_eval_every_to_the_whole_budget():
+    from benchmarks.runner import supervised_budgets
+
+    assert supervised_budgets(4096, 1024, 64) == [1024, 2048, 4096]
+    assert supervised_budgets(3072, 512, 64) == [512, 1024, 2048, 3072]
+    assert supervised_budgets(128, 256, 64) == [128]
+    assert supervised_budgets(32, 32, 64) == [64]  # at least one minibatch
+
+
+def test_supervised_score_is_one_policy_trained_on_the_whole_budget(tmp_path):
+    """The test score (and the curve's last point) must not depend on how often the curve is
+    sampled: the baseline once streamed eval_every-sized chunks through one policy, each
+    passed over `epochs` times, which over-fitted the last chunk (docs/LEARNING.md)."""
+    from dataclasses import replace
+
+    from benchmarks.runner import run_one
+
+    spec = leaderboard.load_spec(write_spec(tmp_path, "s"))
+    spec["baselines"] = ["supervised"]
+    (config,) = [r for r in leaderboard.expand(spec) if r.seed == 0]
+    sampled, whole = run_one(config), run_one(replace(config, eval_every=config.steps))
+    assert [s for s, _ in sampled["curve"]] == [64, 128] and len(whole["curve"]) == 1
+    assert sampled["metrics"] == whole["metrics"]
+    assert sampled["curve"][-1] == whole["curve"][-1]
+    # each budget's own test score: the last is the record's
+    assert [s for s, _ in sampled["test_curve"]] == [64, 128]
+    assert sampled["test_curve"][-1][1] == sampled["metrics"]["accuracy"]
+
+
 def test_supervised_baseline_learns_at_the_warm_starts_rate():
     """Where ppo.yml gives behaviour cloning its own rate (MiniLM NER), the supervised
     baseline uses it, as ``--warm-start`` does, while PPO keeps its own; it failed when the
