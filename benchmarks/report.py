@@ -95,11 +95,57 @@ def markdown(
                 f"| {key[0]} | {key[1]} | {mean_std(values)} | {', '.join(map(str, steps))} | {wall:.0f} | {speed} | {'; '.join(devices)} | {', '.join(commits)} |"
             )
         lines.append("")
+        chunked = [r for r in records if r["env"] == env and _chunked_supervised(r)]
+        if chunked:
+            lines += [CHUNKED_NOTE, ""]
     lines += per_task_table(records)
+    lines += supervised_budget_table(records)
     lines += warm_start_table(records)
     if throughput:
         lines += throughput_table(throughput)
     return "\n".join(lines)
+
+
+CHUNKED_NOTE = (
+    "*The supervised rows above were made before commit dd280fa, which streamed the labelled "
+    "examples through one policy in `eval_every`-sized chunks, `epochs` passes each; that "
+    "over-fits the last chunk, so they may understate supervised learning on the whole budget "
+    "(docs/LEARNING.md).*"
+)
+
+
+def _chunked_supervised(record: dict[str, Any]) -> bool:
+    """A supervised record made by the chunked stream (before each curve point was a fresh
+    policy): several chunks, and no ``fresh_per_point`` in its recipe."""
+    recipe = record.get("recipe") or {}
+    return (
+        record["algo"] == "supervised"
+        and not recipe.get("fresh_per_point")
+        and len(record.get("curve") or []) > 1
+    )
+
+
+def supervised_budget_table(records: list[dict[str, Any]]) -> list[str]:
+    """The supervised baseline's test score at each labelled budget of its curve (a fresh
+    policy per budget: ``test_curve``), mean ± std over seeds; the yardstick for how many
+    labelled examples an RL run's env steps are worth. Empty without such records."""
+    lines: list[str] = []
+    runs = [r for r in records if r["algo"] == "supervised" and len(r.get("test_curve") or []) > 1]
+    for (env, backbone), group in sorted(_by(runs, lambda r: (r["env"], r["backbone"])).items()):
+        metric = group[0]["metric"]
+        by_budget = _by([p for r in group for p in r["test_curve"]], lambda p: int(p[0]))
+        lines += [
+            f"## {env} ({backbone}): supervised test {metric} by labelled examples",
+            "",
+            "| labelled examples | supervised |",
+            "|---|---|",
+            *(
+                f"| {n} | {mean_std([p[1] for p in points])} |"
+                for n, points in sorted(by_budget.items())
+            ),
+            "",
+        ]
+    return lines
 
 
 def per_task_table(records: list[dict[str, Any]]) -> list[str]:

@@ -530,3 +530,26 @@ def test_curve_probe_records_the_resolved_recipe_and_a_validation_curve(tmp_path
     assert any("kl_coef=0.1" in line and "| 1 |" in line for line in table)
     assert any("anchor_coef=3.0" in line and "| 1 |" in line for line in table)
     assert any("pretrain_batch_size=16" in line and "| 1 |" in line for line in table)
+
+
+def _supervised_record(seed: int, curve: list[list[float]], fresh: bool) -> dict:
+    recipe = {"lr": 1e-4, "batch_size": 64, "epochs": 16, "fresh_per_point": True} if fresh else {}
+    return {
+        "env": "lmgym/NER-v0", "algo": "supervised", "backbone": "minilm", "seed": seed,
+        "metric": "entity_f1", "metrics": {"entity_f1": curve[-1][1]}, "steps": curve[-1][0],
+        "wall_time_s": 1.0, "device": "cpu", "commit": "c", "curve": curve, "recipe": recipe,
+        **({"test_curve": curve} if fresh else {}),
+    }  # fmt: skip
+
+
+def test_report_tables_supervised_test_score_per_budget_and_flags_chunked_records():
+    fresh = [_supervised_record(s, [[128, 0.1 + s / 10], [256, 0.4]], True) for s in (0, 1)]
+    table = "\n".join(report.supervised_budget_table(fresh))
+    assert (
+        "| 128 | 0.150 ± 0.071 (2 seeds) |" in table
+        and "| 256 | 0.400 ± 0.000 (2 seeds) |" in table
+    )
+    assert report.CHUNKED_NOTE not in report.markdown(fresh, "t")
+    old = [_supervised_record(0, [[1024, 0.5], [2048, 0.6]], False)]
+    assert report.CHUNKED_NOTE in report.markdown(old, "t")
+    assert report.supervised_budget_table(old) == []
