@@ -12,8 +12,9 @@
 
 ``run`` starts from the *pre-recipe* PPO settings below (the shipped YAML before the recipe
 work), applies ``--hp`` / ``--policy`` / ``--env`` overrides, trains ``--steps`` env steps
-(``--supervised``: behaviour cloning on as many expert steps, in PPO's chunks of
-``n_envs * n_steps``, ``n_epochs`` passes at PPO's lr) and appends one JSON line with the
+(``--supervised``: behaviour cloning on as many expert steps, ``n_epochs`` passes over
+all of them at PPO's lr; rows without ``"protocol": "whole"``, made before 2026-12-08,
+streamed them in PPO's rollout-sized chunks, ``n_epochs`` passes each) and appends one JSON line with the
 validation score of the first ``--eval`` examples. Hyperparameters are chosen on these
 validation scores only; the leaderboard reports test. ``diagnose`` measures, on one
 rollout of the untrained policy, the encoder gradient norm of the policy loss and of the
@@ -79,12 +80,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hp, policy, env = json.loads(args.hp), json.loads(args.policy), json.loads(args.env_kwargs)
     model = build(args.env, args.seed, hp, policy, env)
     started = time.perf_counter()
-    if args.supervised:
-        chunk = model.n_envs * model.n_steps // model.batch_size
-        for done in range(0, args.steps // model.batch_size, chunk):
-            pretrain(model, args.env, steps=chunk, batch_size=model.batch_size,
-                     lr=float(model.learning_rate), epochs=model.n_epochs, seed=args.seed + done,
-                     **env)  # fmt: skip
+    if args.supervised:  # all the labelled steps at once, as the leaderboard's baseline
+        pretrain(model, args.env, steps=max(1, args.steps // model.batch_size),
+                 batch_size=model.batch_size, lr=float(model.learning_rate),
+                 epochs=model.n_epochs, seed=args.seed, **env)  # fmt: skip
     else:
         model.learn(args.steps)
     seconds = time.perf_counter() - started
@@ -94,6 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = lmgym.evaluate(model, args.env, split="validation", max_examples=args.eval,
                             **score_kwargs)  # fmt: skip
     row = {"env": args.env, "supervised": args.supervised, "hp": hp, "policy": policy,
+           **({"protocol": "whole"} if args.supervised else {}),
            "env_kwargs": env, "seed": args.seed, "steps": args.steps, "metric": metric,
            "score": round(float(result[metric]), 4), "train_s": round(seconds, 1)}  # fmt: skip
     if "token_accuracy" in result:

@@ -553,3 +553,15 @@ def test_report_tables_supervised_test_score_per_budget_and_flags_chunked_record
     old = [_supervised_record(0, [[1024, 0.5], [2048, 0.6]], False)]
     assert report.CHUNKED_NOTE in report.markdown(old, "t")
     assert report.supervised_budget_table(old) == []
+
+
+def test_ablation_supervised_run_trains_on_the_whole_budget_at_once(tmp_path):
+    from benchmarks import ablation
+
+    out = tmp_path / "runs.jsonl"
+    argv = ["run", "lmgym/SST2-v0", "--steps", "128", "--supervised", "--eval", "20",
+            "--env-kwargs", '{"data_dir": "sample"}', "--out", str(out)]  # fmt: skip
+    assert ablation.main(argv) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["supervised"] and row["protocol"] == "whole"
+    assert 0.0 <= row["score"] <= 1.0
