@@ -185,6 +185,23 @@ def test_shipped_rl_zoo_hyperparams_are_in_rl_zoo_form():
     )
 
 
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "trpo"])
+def test_rl_zoo_entries_hold_only_what_rl_zoo_and_the_algorithm_take(algo):
+    """Setup keys of ``agents.train`` (``pretrain_epochs``, ``sil_coef``...) must not leak
+    into rl-zoo3's entries: it passes every unknown key to the algorithm's constructor."""
+    import inspect
+
+    from sb3_contrib import TRPO
+    from stable_baselines3 import A2C, PPO
+
+    from agents.hyperparams.rl_zoo import zoo_hyperparams
+
+    cls = {"ppo": PPO, "a2c": A2C, "trpo": TRPO}[algo]
+    accepted = set(inspect.signature(cls).parameters) | {"n_envs", "n_timesteps", "env_kwargs"}
+    for env_id, entry in zoo_hyperparams(algo).items():
+        assert set(entry) <= accepted, (env_id, set(entry) - accepted)
+
+
 def test_rl_zoo3_trains_ppo_on_sst2(tmp_path):
     config = {"lmgym/SST2-v0": zoo_entry(
         "ppo", "lmgym/SST2-v0",

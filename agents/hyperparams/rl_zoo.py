@@ -19,16 +19,16 @@ from typing import Any
 import yaml
 
 HERE = Path(__file__).parent
-AGENTS_ONLY = (
-    "pretrain_steps",
-    "pretrain_lr",
-    "kl_coef",
-    "kl_target",
-    "kl_horizon",
-    "minibatch",
-    "advantages",
-    "reward_overrides",
-)
+#: the keys rl-zoo3 reads itself (``total_timesteps`` becomes its ``n_timesteps``)
+ZOO_KEYS = ("n_envs", "total_timesteps", "policy", "policy_kwargs", "env_kwargs")
+
+
+def _agents_only() -> tuple[str, ...]:
+    """The setup keys only ``agents.train`` reads (warm start, KL control, self-imitation...):
+    rl-zoo3 would pass them to the algorithm's constructor, which refuses them."""
+    from agents.train import SETUP_KEYS
+
+    return tuple(key for key in SETUP_KEYS if key not in ZOO_KEYS and key != "backbone")
 
 
 def zoo_entry(algo: str, env_id: str, **overrides: Any) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def zoo_entry(algo: str, env_id: str, **overrides: Any) -> dict[str, Any]:
     entry = load_hyperparams(algo, env_id, backbone=overrides.get("backbone"))
     entry.update(overrides)
     backbone = entry.pop("backbone")
-    for key in AGENTS_ONLY:
+    for key in _agents_only():
         entry.pop(key, None)
     entry["n_timesteps"] = entry.pop("total_timesteps")
     policy = "MaskableTransformerPolicy" if algo == "maskable_ppo" else "TransformerPolicy"
