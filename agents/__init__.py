@@ -27,6 +27,7 @@ from agents.policies import (
 )
 from agents.pretrain import demonstrations, pretrain
 from agents.reinforce import REINFORCE
+from agents.self_imitation import SelfImitationCallback
 from agents.trpo import TRPO
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "FeatureLayout",
     "KLPenaltyCallback",
     "MaskableTransformerPolicy",
+    "SelfImitationCallback",
     "SupervisedAnchorCallback",
     "TaskHeads",
     "TransformerExtractor",

@@ -45,6 +45,9 @@ class SupervisedAnchorCallback(BaseCallback):
     :param seed: seed of the minibatch draws.
     """
 
+    #: the logger key of the replayed loss (the update's mean)
+    log_key = "anchor/bc_loss"
+
     def __init__(
         self, demonstrations: Demonstrations, coef: float, batch_size: int = 64, seed: int = 0
     ) -> None:
@@ -98,20 +101,13 @@ class SupervisedAnchorCallback(BaseCallback):
         """Accumulate ``coef * d L_BC / d theta`` on one minibatch into the parameters' grads."""
         if self.coef == 0:
             return
-        from agents.pretrain import _logits
-
+        loss = self.replay_loss()
+        if loss is None:
+            return
         policy = self.model.policy
-        idx = self.rng.choice(
-            len(self.actions), min(self.batch_size, len(self.actions)), replace=False
-        )
-        obs = obs_as_tensor({k: v[idx] for k, v in self.obs.items()}, self.model.device)
-        obs = {k: v.float() for k, v in obs.items()}  # type: ignore[union-attr]
-        masks = th.as_tensor(self.masks[idx], device=self.model.device)
-        actions = th.as_tensor(self.actions[idx], device=self.model.device)
         params = [
             p for group in policy.optimizer.param_groups for p in group["params"] if p.requires_grad
         ]
-        loss = th.nn.functional.cross_entropy(_logits(self.model, obs, masks), actions)
         grads = th.autograd.grad(loss, params, allow_unused=True)
         max_norm = getattr(self.model, "max_grad_norm", None)
         present = [g for g in grads if g is not None]
@@ -130,7 +126,20 @@ class SupervisedAnchorCallback(BaseCallback):
                 p.grad.add_(g)
         self.last_loss = float(loss.detach())
         self._losses.append(self.last_loss)
-        self.logger.record("anchor/bc_loss", float(np.mean(self._losses)))  # dumped as train/*
+        self.logger.record(self.log_key, float(np.mean(self._losses)))  # dumped as train/*
+
+    def replay_loss(self) -> th.Tensor | None:
+        """The behaviour-cloning loss on one minibatch of demonstrations."""
+        from agents.pretrain import _logits
+
+        idx = self.rng.choice(
+            len(self.actions), min(self.batch_size, len(self.actions)), replace=False
+        )
+        obs = obs_as_tensor({k: v[idx] for k, v in self.obs.items()}, self.model.device)
+        obs = {k: v.float() for k, v in obs.items()}  # type: ignore[union-attr]
+        masks = th.as_tensor(self.masks[idx], device=self.model.device)
+        actions = th.as_tensor(self.actions[idx], device=self.model.device)
+        return th.nn.functional.cross_entropy(_logits(self.model, obs, masks), actions)
 
     def state_dict(self) -> dict[str, Any]:
         """The minibatch stream's state, for an exact resume (``agents.resume``)."""

@@ -44,7 +44,7 @@ ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "dqn", "reinforce")
 SETUP_KEYS = ("n_envs", "total_timesteps", "policy", "backbone", "env_kwargs", "policy_kwargs",
               "pretrain_steps", "pretrain_lr", "pretrain_batch_size", "pretrain_epochs", "kl_coef",
               "kl_target", "kl_horizon", "anchor_coef", "backbone_overrides", "minibatch", "advantages",
-              "reward_overrides")  # fmt: skip
+              "reward_overrides", "sil_coef", "sil_capacity", "sil_min_return")  # fmt: skip
 
 
 def arg(help: str, default: Any = None, **kwargs: Any) -> Any:
@@ -107,6 +107,11 @@ class Args:
     anchor_coef: float | None = arg(
         "weight of the warm start's behaviour-cloning loss, on its own labelled data, mixed "
         "into every RL step (InstructGPT's PPO-ptx; needs --warm-start; 0 = off)"
+    )
+    sil_coef: float | None = arg(
+        "weight of self-imitation (Oh et al., 2018): replay the agent's own transitions whose "
+        "return beat the critic's estimate, -log pi(a|s), in every RL step (0 = off; "
+        "agents/self_imitation.py)"
     )
     dtype: str | None = arg("bf16 | fp16 autocast of the encoder (GPU)")
     compile: bool = arg("torch.compile the encoder (GPU)", False)
@@ -508,6 +513,9 @@ class Plan:
     kl_target: float | None
     kl_horizon: int
     anchor_coef: float = 0.0
+    sil_coef: float = 0.0
+    sil_capacity: int = 50_000
+    sil_min_return: float | None = None
 
 
 def resolve_hyperparams(args: Args) -> Plan:
@@ -550,6 +558,9 @@ def resolve_hyperparams(args: Args) -> Plan:
     anchor_coef = float(
         args.anchor_coef if args.anchor_coef is not None else hp.pop("anchor_coef", 0.0)
     )
+    sil_coef = float(args.sil_coef if args.sil_coef is not None else hp.pop("sil_coef", 0.0))
+    sil_capacity = int(hp.pop("sil_capacity", 50_000))
+    sil_min_return = hp.pop("sil_min_return", None)
     apply_buffer_options(hp, args.algo)
     for key in SETUP_KEYS:
         hp.pop(key, None)
@@ -557,7 +568,8 @@ def resolve_hyperparams(args: Args) -> Plan:
                 pretrain_steps, pretrain_lr, warm_start_lr,
                 None if warm_start_batch_size is None else int(warm_start_batch_size),
                 None if warm_start_epochs is None else int(warm_start_epochs),
-                kl_coef, kl_target, kl_horizon, anchor_coef)  # fmt: skip
+                kl_coef, kl_target, kl_horizon, anchor_coef, sil_coef, sil_capacity,
+                None if sil_min_return is None else float(sil_min_return))  # fmt: skip
 
 
 def run_paths(args: Args) -> tuple[str, Path, Path]:
@@ -734,6 +746,19 @@ def build_callbacks(
         )
     if plan.anchor_coef > 0:
         callbacks.append(anchor_callback(model, args, plan))
+    if plan.sil_coef > 0:
+        from agents.self_imitation import SelfImitationCallback
+
+        if not hasattr(model, "rollout_buffer") or args.algo == "trpo":
+            raise SystemExit("--sil-coef needs ppo, a2c, maskable_ppo or reinforce")
+        callbacks.append(
+            SelfImitationCallback(
+                plan.sil_coef,
+                capacity=plan.sil_capacity,
+                seed=args.seed,
+                min_return=plan.sil_min_return,
+            )  # fmt: skip
+        )
     if env_policy_kwargs(model.get_env()).get("family") == "multitask":  # the env says so
         callbacks.append(PerTaskLogger())
     evaluator = None

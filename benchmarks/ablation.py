@@ -259,7 +259,7 @@ def curve_record(run_dir: Path) -> dict[str, Any]:
     kept = dict(zip(steps, scores, strict=True))
     steps, scores = list(kept), list(kept.values())
     flags = [f"--hp {x}" for x in args["hp"]] + [f"--env-kwarg {x}" for x in args["env_kwarg"]]
-    for key in ("warm_start", "kl_coef", "kl_target", "anchor_coef"):
+    for key in ("warm_start", "kl_coef", "kl_target", "anchor_coef", "sil_coef"):
         if args.get(key):
             flags.append(f"--{key.replace('_', '-')} {args[key]}")
     keep = ("learning_rate", "ent_coef", "n_steps", "batch_size", "n_epochs", "target_kl")

@@ -28,6 +28,7 @@ from agents import (  # noqa: E402
     AdaptiveKLController,
     KLPenaltyCallback,
     MaskableTransformerPolicy,
+    SelfImitationCallback,
     SupervisedAnchorCallback,
     TransformerExtractor,
     TransformerPolicy,
@@ -621,6 +622,116 @@ def test_the_anchor_refuses_what_it_cannot_anchor():
     for algo in ("trpo", "dqn"):
         with pytest.raises(ValueError, match="PPO, A2C"):
             make_model(algo, env).learn(32, callback=SupervisedAnchorCallback(demos, coef=1.0))
+
+
+def _rollout_for_sil(algo: str = "ppo"):
+    """A model whose rollout buffer holds one real rollout of the fake NER env, and a
+    self-imitation callback bound to it."""
+    model = make_model(algo, FAKE_ENVS["ner"]())
+    model.learn(32)
+    sil = SelfImitationCallback(coef=1.0, capacity=1000, batch_size=1000)
+    sil.init_callback(model)
+    return model, sil
+
+
+@pytest.mark.parametrize("algo", ["ppo", "maskable_ppo"])
+def test_self_imitation_keeps_what_beat_the_critic_and_imitates_only_that(algo):
+    model, sil = _rollout_for_sil(algo)
+    buffer = model.rollout_buffer
+    n = buffer.returns.size
+    beat = np.arange(n).reshape(buffer.returns.shape) % 3 == 0
+    buffer.values[:] = 0.0
+    buffer.returns[:] = np.where(beat, 1.0, -1.0)
+    sil._on_rollout_end()
+    flat = beat.reshape(-1)
+    assert len(sil.returns) == flat.sum() and (sil.returns == 1.0).all()
+    assert sil.kept_fraction == pytest.approx(flat.mean())
+    np.testing.assert_array_equal(sil.actions, buffer.actions.reshape(n, -1)[flat])
+    key = next(iter(sil.obs))
+    np.testing.assert_array_equal(
+        sil.obs[key], buffer.observations[key].reshape(n, *model.observation_space[key].shape)[flat]
+    )
+    assert sil.masks.shape == (
+        (flat.sum(), 0) if algo == "ppo" else buffer.action_masks.reshape(n, -1)[flat].shape
+    )
+
+    # the current critic re-filters: a transition whose return no longer beats V is ignored
+    half = len(sil.returns) // 2
+    sil.returns[:half] = 1e9
+    sil.returns[half:] = -1e9
+    obs = obs_as_tensor({k: v[:half] for k, v in sil.obs.items()}, model.device)
+    actions = torch.as_tensor(sil.actions[:half]).long().flatten()
+    with torch.no_grad():
+        if algo == "ppo":
+            _, log_prob, _ = model.policy.evaluate_actions(obs, actions)
+        else:
+            masks = torch.as_tensor(sil.masks[:half])
+            _, log_prob, _ = model.policy.evaluate_actions(obs, actions, action_masks=masks)
+        loss = sil.replay_loss()
+    assert float(loss) == pytest.approx(float(-log_prob.mean()), rel=1e-5)
+    sil.returns[:] = -1e9
+    with torch.no_grad():
+        assert float(sil.replay_loss()) == 0.0, "nothing beats the critic: no loss"
+
+
+def test_self_imitation_with_a_fixed_threshold_ignores_the_critic():
+    model, _ = _rollout_for_sil()
+    sil = SelfImitationCallback(coef=1.0, batch_size=1000, min_return=0.0)
+    sil.init_callback(model)
+    buffer = model.rollout_buffer
+    rewarded = np.arange(buffer.returns.size).reshape(buffer.returns.shape) % 2 == 0
+    buffer.values[:] = 5.0  # the critic expects more than any return
+    buffer.returns[:] = np.where(rewarded, 1.0, 0.0)
+    sil._on_rollout_end()
+    assert len(sil.returns) == rewarded.sum()
+    with torch.no_grad():
+        assert float(sil.replay_loss()) > 0, "imitated although V(s) > R"
+
+
+def test_self_imitation_buffer_is_first_in_first_out_and_resumes_exactly():
+    model, sil = _rollout_for_sil()
+    sil.capacity = 5
+    buffer = model.rollout_buffer
+    buffer.values[:] = 0.0
+    for r in (1.0, 2.0):
+        buffer.returns[:] = r
+        sil._on_rollout_end()
+    assert len(sil.returns) == 5 and (sil.returns == 2.0).all(), "the newest are kept"
+    state = sil.state_dict()
+    other = SelfImitationCallback(coef=1.0, seed=7)
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(other.returns, sil.returns)
+    assert other.rng.integers(1 << 30) == sil.rng.integers(1 << 30)
+
+
+def test_self_imitation_raises_the_likelihood_of_the_agents_own_successes():
+    env = FAKE_ENVS["ner"]()
+    fits = {}
+    for coef in (0.0, 5.0):
+        model = make_model("ppo", env)
+        model.learning_rate = 3e-3
+        model._setup_lr_schedule()
+        sil = SelfImitationCallback(coef=coef, batch_size=16)
+        own_step = vars(model.policy.optimizer).get("step")
+        model.learn(256, callback=sil)
+        assert vars(model.policy.optimizer).get("step") is own_step, "the optimizer's step is back"
+        sil.returns[:] = np.inf  # score every buffered success against the final policy
+        with torch.no_grad():
+            fits[coef] = float(sil.replay_loss())
+    assert len(sil.returns) > 0 and np.isfinite(sil.last_loss)
+    # mean -log pi over the buffered successes: 1.136 without, 0.900 with (seed 0)
+    assert fits[5.0] < fits[0.0] - 0.1, fits
+
+
+def test_self_imitation_refuses_what_it_cannot_replay():
+    env = FAKE_ENVS["ner"]()
+    with pytest.raises(ValueError, match="coef"):
+        SelfImitationCallback(coef=-1.0)
+    with pytest.raises(ValueError, match="capacity"):
+        SelfImitationCallback(coef=1.0, capacity=0)
+    for algo in ("trpo", "dqn"):
+        with pytest.raises(ValueError, match="PPO, A2C"):
+            make_model(algo, env).learn(64, callback=SelfImitationCallback(coef=1.0))
 
 
 # -- does it learn (slow) ----------------------------------------------------------------

@@ -425,6 +425,26 @@ def test_anchor_coef_replays_the_warm_start_labels_and_needs_them(tmp_path):
                       "--anchor-coef", "1.0")  # fmt: skip
 
 
+def test_sil_coef_replays_the_agents_own_successes(tmp_path):
+    import csv
+
+    _real("lmgym/NER-v0")
+    _train_sample(tmp_path, "lmgym/NER-v0", "sil", "--data-dir", "sample",
+                  "--hp", "sil_coef=1.0", "--total-timesteps", "64")  # fmt: skip
+    with (tmp_path / "sil" / "progress.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    losses = [float(r["self_imitation/loss"]) for r in rows if r.get("self_imitation/loss")]
+    kept = [
+        float(r["self_imitation/kept_fraction"])
+        for r in rows
+        if r.get("self_imitation/kept_fraction")
+    ]
+    assert losses and all(np.isfinite(losses)) and kept and all(0 <= k <= 1 for k in kept)
+    with pytest.raises(SystemExit, match="--sil-coef needs"):
+        _train_sample(tmp_path, "lmgym/NER-v0", "trpo", "--data-dir", "sample",
+                      "--algo", "trpo", "--sil-coef", "1.0")  # fmt: skip
+
+
 def test_the_last_evaluation_sees_the_last_update(tmp_path):
     """The evaluation callback runs inside a rollout, before that rollout's update, so the
     evaluation at the final env step saw the policy one update short; ``main`` evaluates
