@@ -35,29 +35,26 @@ from stable_baselines3.common.utils import obs_as_tensor
 Demonstrations = tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]
 
 
-class SupervisedAnchorCallback(BaseCallback):
-    """Add ``coef`` x the behaviour-cloning loss on ``demonstrations`` to every RL step.
+class ReplayLossCallback(BaseCallback):
+    """Add ``coef`` x a replayed loss (:meth:`replay_loss`, one minibatch) to every RL step.
 
-    :param demonstrations: ``(obs, actions, masks)`` from :func:`agents.pretrain.demonstrations`.
-    :param coef: weight of the cross-entropy against the RL loss (0 switches it off).
-    :param batch_size: demonstrations per RL step (sampled with replacement across steps,
-        without within one).
+    Wraps the policy optimizer's ``step`` while training: before each step the gradient of
+    ``coef * replay_loss()``, clipped to the algorithm's ``max_grad_norm`` on its own, is added
+    to the gradients the algorithm has just computed. The base of the supervised anchor and of
+    self-imitation (:mod:`agents.self_imitation`).
+
+    :param coef: weight of the replayed loss against the RL loss (0 switches it off).
+    :param batch_size: transitions per RL step.
     :param seed: seed of the minibatch draws.
     """
 
     #: the logger key of the replayed loss (the update's mean)
-    log_key = "anchor/bc_loss"
+    log_key = "replay/loss"
 
-    def __init__(
-        self, demonstrations: Demonstrations, coef: float, batch_size: int = 64, seed: int = 0
-    ) -> None:
+    def __init__(self, coef: float, batch_size: int = 64, seed: int = 0) -> None:
         super().__init__()
-        obs, actions, masks = demonstrations
-        if len(actions) == 0:
-            raise ValueError("the supervised anchor needs demonstrations: pass --warm-start N > 0")
         if coef < 0:
-            raise ValueError(f"the anchor's coef must be >= 0, got {coef}")
-        self.obs, self.actions, self.masks = obs, actions, masks
+            raise ValueError(f"{type(self).__name__}: coef must be >= 0, got {coef}")
         self.coef, self.batch_size = float(coef), int(batch_size)
         self.rng = np.random.default_rng(seed)
         self.last_loss = float("nan")
@@ -65,10 +62,14 @@ class SupervisedAnchorCallback(BaseCallback):
         self._own_step: Any = None
         self._losses: list[float] = []
 
+    def replay_loss(self) -> th.Tensor | None:
+        """The loss to add on one minibatch (``None``: nothing to replay yet)."""
+        raise NotImplementedError
+
     def _on_training_start(self) -> None:
         if not hasattr(self.model, "rollout_buffer") or type(self.model).__name__ == "TRPO":
             raise ValueError(
-                "the supervised anchor adds to the policy optimizer's steps: use PPO, A2C, "
+                f"{type(self).__name__} adds to the policy optimizer's steps: use PPO, A2C, "
                 f"MaskablePPO or REINFORCE, not {type(self.model).__name__}"
             )
         optimizer = self.model.policy.optimizer
@@ -98,7 +99,7 @@ class SupervisedAnchorCallback(BaseCallback):
         self._losses = []  # of the update that follows this rollout
 
     def add_gradient(self) -> None:
-        """Accumulate ``coef * d L_BC / d theta`` on one minibatch into the parameters' grads."""
+        """Accumulate ``coef * d L / d theta`` of :meth:`replay_loss` into the parameters' grads."""
         if self.coef == 0:
             return
         loss = self.replay_loss()
@@ -128,6 +129,35 @@ class SupervisedAnchorCallback(BaseCallback):
         self._losses.append(self.last_loss)
         self.logger.record(self.log_key, float(np.mean(self._losses)))  # dumped as train/*
 
+    def state_dict(self) -> dict[str, Any]:
+        """The minibatch stream's state, for an exact resume (``agents.resume``)."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+class SupervisedAnchorCallback(ReplayLossCallback):
+    """Add ``coef`` x the behaviour-cloning loss on ``demonstrations`` to every RL step.
+
+    :param demonstrations: ``(obs, actions, masks)`` from :func:`agents.pretrain.demonstrations`.
+    :param coef: weight of the cross-entropy against the RL loss (0 switches it off).
+    :param batch_size: demonstrations per RL step (sampled with replacement across steps,
+        without within one).
+    :param seed: seed of the minibatch draws.
+    """
+
+    log_key = "anchor/bc_loss"
+
+    def __init__(
+        self, demonstrations: Demonstrations, coef: float, batch_size: int = 64, seed: int = 0
+    ) -> None:
+        obs, actions, masks = demonstrations
+        if len(actions) == 0:
+            raise ValueError("the supervised anchor needs demonstrations: pass --warm-start N > 0")
+        super().__init__(coef, batch_size, seed)
+        self.obs, self.actions, self.masks = obs, actions, masks
+
     def replay_loss(self) -> th.Tensor | None:
         """The behaviour-cloning loss on one minibatch of demonstrations."""
         from agents.pretrain import _logits
@@ -140,10 +170,3 @@ class SupervisedAnchorCallback(BaseCallback):
         masks = th.as_tensor(self.masks[idx], device=self.model.device)
         actions = th.as_tensor(self.actions[idx], device=self.model.device)
         return th.nn.functional.cross_entropy(_logits(self.model, obs, masks), actions)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The minibatch stream's state, for an exact resume (``agents.resume``)."""
-        return {"rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]

@@ -10,8 +10,8 @@ discovery for many updates instead of the ``n_epochs`` of the rollout that found
 the same information PPO saw, used more than once; the filtered behaviour cloning of ReST and
 RAFT does the same with whole samples.
 
-Like :class:`agents.anchor.SupervisedAnchorCallback` (whose gradient plumbing it shares) it
-wraps the policy optimizer's ``step``, so PPO, A2C, MaskablePPO and REINFORCE take it; TRPO
+Like :class:`agents.anchor.SupervisedAnchorCallback` (both are
+:class:`agents.anchor.ReplayLossCallback`) it wraps the policy optimizer's ``step``, so PPO, A2C, MaskablePPO and REINFORCE take it; TRPO
 and DQN are refused.
 
     >>> model.learn(4096, callback=SelfImitationCallback(coef=1.0))  # doctest: +SKIP
@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 
-from agents.anchor import SupervisedAnchorCallback
+from agents.anchor import ReplayLossCallback
 
 
-class SelfImitationCallback(SupervisedAnchorCallback):
+class SelfImitationCallback(ReplayLossCallback):
     """Add ``coef`` x the self-imitation loss on the agent's own good transitions to every
     RL step.
 
@@ -59,25 +58,18 @@ class SelfImitationCallback(SupervisedAnchorCallback):
         seed: int = 0,
         min_return: float | None = None,
     ) -> None:
-        if coef < 0:
-            raise ValueError(f"the self-imitation coef must be >= 0, got {coef}")
         if capacity < 1:
             raise ValueError(f"the self-imitation capacity must be >= 1, got {capacity}")
-        BaseCallback.__init__(self)
-        self.coef, self.capacity = float(coef), int(capacity)
+        super().__init__(coef, batch_size or 64, seed)
+        self.capacity = int(capacity)
         self.min_return = None if min_return is None else float(min_return)
         self._batch_size = batch_size
-        self.batch_size = int(batch_size or 64)
-        self.rng = np.random.default_rng(seed)
+        self._dict_obs = True  # a Dict observation space (lmgym's); set from each rollout
         self.obs: dict[str, np.ndarray] = {}
         self.actions = np.zeros((0, 1))
         self.masks = np.zeros((0, 0), dtype=bool)
         self.returns = np.zeros(0, dtype=np.float32)
         self.kept_fraction = float("nan")
-        self.last_loss = float("nan")
-        self._original_step: Any = None
-        self._own_step: Any = None
-        self._losses: list[float] = []
 
     def _on_training_start(self) -> None:
         if self._batch_size is None:
@@ -95,7 +87,8 @@ class SelfImitationCallback(SupervisedAnchorCallback):
         if not keep.any():
             return
         observations, space = buffer.observations, self.model.observation_space
-        if not isinstance(observations, dict):
+        self._dict_obs = isinstance(observations, dict)
+        if not self._dict_obs:
             observations, space = {"obs": observations}, {"obs": space}
         n = returns.size
         obs = {k: np.asarray(v).reshape(n, *space[k].shape)[keep] for k, v in observations.items()}
@@ -138,7 +131,7 @@ class SelfImitationCallback(SupervisedAnchorCallback):
             len(self.returns), min(self.batch_size, len(self.returns)), replace=False
         )
         obs_np = {k: v[idx] for k, v in self.obs.items()}
-        obs: Any = obs_as_tensor(obs_np if set(obs_np) != {"obs"} else obs_np["obs"], device)
+        obs: Any = obs_as_tensor(obs_np if self._dict_obs else obs_np["obs"], device)
         actions = th.as_tensor(self.actions[idx], device=device)
         space = self.model.action_space
         if isinstance(space, spaces.Discrete):
