@@ -757,7 +757,7 @@ def build_callbacks(
                 capacity=plan.sil_capacity,
                 seed=args.seed,
                 min_return=plan.sil_min_return,
-            )  # fmt: skip
+            )
         )
     if env_policy_kwargs(model.get_env()).get("family") == "multitask":  # the env says so
         callbacks.append(PerTaskLogger())
